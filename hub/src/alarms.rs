@@ -1,0 +1,179 @@
+//! The alarm lifecycle: raise → notify → acknowledge → resolve. Every step is committed
+//! to the store first and only then published, so nobody is ever told about an alarm
+//! that is not in the database.
+
+use std::sync::Arc;
+
+use alert_rules::{Action, Decision, Millis};
+use tokio::sync::Notify;
+
+use crate::clock::SharedClock;
+use crate::config::{EscalationPolicy, EscalationSettings};
+use crate::notify::Bus;
+use crate::store::{AlarmUpdate, Deadlines, EventRecord, Raised, Store, StoreError};
+
+/// The channel recorded for a notification. Websocket boards for now; SMS/voice later.
+pub const CHANNEL_BOARD: &str = "board";
+
+#[derive(Clone)]
+pub struct AlarmService {
+    pub store: Store,
+    pub clock: SharedClock,
+    pub bus: Bus,
+    pub escalation: Arc<EscalationSettings>,
+    /// Wakes the escalation scheduler when a new deadline may be earlier than the one it sleeps on.
+    pub escalation_wake: Arc<Notify>,
+}
+
+impl AlarmService {
+    pub fn now(&self) -> Millis {
+        self.clock.now()
+    }
+
+    fn deadlines(
+        policy: &EscalationPolicy,
+        level: usize,
+        now: Millis,
+    ) -> (Option<i64>, Option<i64>) {
+        let deadline = policy
+            .ack_deadlines_secs
+            .get(level)
+            .map(|s| now + (*s as i64) * 1000);
+        let renotify = policy.renotify_secs.map(|s| now + (s as i64) * 1000);
+        (deadline, renotify)
+    }
+
+    /// Apply one rule decision. Returns the alarm for raises (new or repeated).
+    pub async fn apply(
+        &self,
+        d: &Decision,
+        event: Option<&EventRecord<'_>>,
+    ) -> Result<Option<Raised>, StoreError> {
+        let now = self.now();
+        match d.action {
+            Action::Raise => {
+                let policy = self.escalation.policy(d.severity);
+                let (level_deadline_at, renotify_at) = Self::deadlines(policy, 0, now);
+                let deadlines = Deadlines {
+                    level_deadline_at,
+                    renotify_at,
+                    overdue_at: policy.overdue_after_secs.map(|s| now + (s as i64) * 1000),
+                };
+                let raised = self.store.raise(d, deadlines, event, now).await?;
+                if raised.new {
+                    metrics::counter!("anxin_alarms_raised_total", "severity" => d.severity.as_str(), "rule" => d.rule_id.clone()).increment(1);
+                    tracing::info!(alarm = %raised.alarm.id, rule = %d.rule_id, household = %d.household, severity = d.severity.as_str(), "alarm raised");
+                }
+                self.bus.publish(raised.update.clone());
+                if raised.new {
+                    self.notify_level(&raised.alarm.id, 0, "raised").await?;
+                    self.escalation_wake.notify_one();
+                }
+                Ok(Some(raised))
+            }
+            Action::Clear => {
+                if let Some(update) = self.store.condition_cleared(d, now).await? {
+                    self.bus.publish(update);
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Notify everyone at `level` and record who was told and how.
+    pub async fn notify_level(
+        &self,
+        alarm_id: &str,
+        level: i64,
+        reason: &str,
+    ) -> Result<AlarmUpdate, StoreError> {
+        let alarm = self.store.alarm(alarm_id).await?;
+        let recipients = self.store.recipients(&alarm, level).await?;
+        let update = self
+            .store
+            .record_notified(
+                alarm_id,
+                level,
+                &recipients,
+                CHANNEL_BOARD,
+                reason,
+                self.now(),
+            )
+            .await?;
+        self.bus.publish(update.clone());
+        Ok(update)
+    }
+
+    pub async fn acknowledge(
+        &self,
+        alarm_id: &str,
+        by: &str,
+        via: &str,
+        note: Option<&str>,
+    ) -> Result<AlarmUpdate, StoreError> {
+        let update = self
+            .store
+            .acknowledge(alarm_id, by, via, note, self.now())
+            .await?;
+        tracing::info!(alarm = %alarm_id, contact = %by, via, "alarm acknowledged");
+        self.bus.publish(update.clone());
+        Ok(update)
+    }
+
+    pub async fn resolve(
+        &self,
+        alarm_id: &str,
+        by: &str,
+        disposition: &str,
+        note: Option<&str>,
+    ) -> Result<AlarmUpdate, StoreError> {
+        let update = self
+            .store
+            .resolve(alarm_id, by, disposition, note, self.now())
+            .await?;
+        tracing::info!(alarm = %alarm_id, contact = %by, disposition, "alarm resolved");
+        self.bus.publish(update.clone());
+        Ok(update)
+    }
+
+    /// Take every escalation step that is due at `now`. Returns how many steps were taken.
+    /// Each step is a conditional update in the store, so it happens at most once even
+    /// across restarts; a step whose deadline passed while the hub was down is taken once,
+    /// and the next deadline counts from now.
+    pub async fn run_due(&self) -> Result<usize, StoreError> {
+        let now = self.now();
+        let mut steps = 0;
+        for a in self.store.due_alarms(now).await? {
+            let policy = self.escalation.policy(a.severity());
+            if a.is_unacknowledged() && a.level_deadline_at.is_some_and(|t| t <= now) {
+                let to = (a.level + 1).min(self.escalation.top_level as i64);
+                let (deadline, renotify) = Self::deadlines(policy, to as usize, now);
+                if let Some(update) = self.store.escalate(&a, to, deadline, renotify, now).await? {
+                    tracing::info!(alarm = %a.id, level = to, "alarm escalated");
+                    metrics::counter!("anxin_alarms_escalated_total", "to_level" => to.to_string())
+                        .increment(1);
+                    self.bus.publish(update);
+                    self.notify_level(&a.id, to, "escalated").await?;
+                    steps += 1;
+                }
+            } else if a.is_unacknowledged() && a.renotify_at.is_some_and(|t| t <= now) {
+                let next = policy.renotify_secs.map(|s| now + (s as i64) * 1000);
+                if self.store.bump_renotify(&a, next).await? {
+                    self.notify_level(&a.id, a.level, "repeat until acknowledged")
+                        .await?;
+                    steps += 1;
+                }
+            }
+            if a.overdue_at.is_some_and(|t| t <= now) && !a.overdue_notified {
+                if let Some(update) = self.store.mark_overdue(&a, now).await? {
+                    tracing::warn!(alarm = %a.id, "alarm overdue: not resolved in time");
+                    self.bus.publish(update);
+                    self.notify_level(&a.id, self.escalation.top_level as i64, "overdue")
+                        .await?;
+                    steps += 1;
+                }
+            }
+        }
+        Ok(steps)
+    }
+}

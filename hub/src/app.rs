@@ -1,0 +1,190 @@
+//! Wiring: the one place where stages are built and joined by channels.
+//!
+//! ```text
+//! devices ─MQTT─▶ broker (embedded rumqttd) ─▶ ingest ─mpsc─▶ rules ─▶ alarms (store, then bus)
+//!                                                                         │            │
+//!                                                   escalation ◀─ deadlines in store   ▼
+//!                                                                              http: REST + websocket
+//! ```
+//! Shutdown: only the source (ingest) is told to stop; the rules stage stops when its
+//! input closes, after saving its memory; escalation and http stop on the token.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::alarms::AlarmService;
+use crate::clock::SharedClock;
+use crate::config::Settings;
+use crate::http::AppState;
+use crate::ingest::BrokerConnection;
+use crate::notify::Bus;
+use crate::rules::RulesStage;
+use crate::store::Store;
+
+pub struct App {
+    pub http_addr: SocketAddr,
+    pub mqtt_addr: SocketAddr,
+    pub store: Store,
+    pub alarms: AlarmService,
+    /// Stops ingest (and with it everything downstream) and the servers.
+    shutdown: CancellationToken,
+    /// Only the escalation scheduler and http; the rules stage drains on its own.
+    servers: CancellationToken,
+    /// Ingest and rules: awaited in order on shutdown so the pipeline drains.
+    pipeline: Vec<tokio::task::JoinHandle<()>>,
+    /// Escalation, http.
+    tracker: TaskTracker,
+}
+
+impl App {
+    /// Build everything and bind every socket; the hub is serving when this returns.
+    pub async fn build(settings: Settings, clock: SharedClock) -> anyhow::Result<App> {
+        let store = Store::connect(&settings.database_url)
+            .await
+            .with_context(|| "opening the database (database_url)".to_string())?;
+        let rules = match &settings.rules.file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading rules file {}", path.display()))?;
+                alert_rules::RuleSet::from_toml_str(&text)
+                    .with_context(|| format!("rules file {}", path.display()))?
+            }
+            None => alert_rules::RuleSet::default_rules(),
+        };
+        let metrics = crate::telemetry::prometheus_handle();
+        let shutdown = CancellationToken::new();
+        let servers = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let alarms = AlarmService {
+            store: store.clone(),
+            clock: clock.clone(),
+            bus: Bus::new(1024),
+            escalation: Arc::new(settings.escalation.clone()),
+            escalation_wake: Arc::new(Notify::new()),
+        };
+
+        // Downstream first: rules, escalation, http. Then the broker, then ingest.
+        let (rules_tx, rules_rx) = mpsc::channel(4096);
+        let stage = RulesStage::load(
+            rules,
+            alarms.clone(),
+            Duration::from_secs(settings.rules.tick_secs),
+            Duration::from_secs(settings.rules.save_state_secs),
+        )
+        .await?;
+        let rules_task = tokio::spawn(stage.run(rules_rx, CancellationToken::new()));
+        tracker.spawn(crate::escalation::run(alarms.clone(), servers.clone()));
+
+        let listener = tokio::net::TcpListener::bind(settings.http.listen)
+            .await
+            .with_context(|| format!("binding http on {}", settings.http.listen))?;
+        let http_addr = listener.local_addr()?;
+        let router = crate::http::router(AppState {
+            alarms: alarms.clone(),
+            metrics,
+        });
+        let http_stop = servers.clone();
+        tracker.spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { http_stop.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "http server stopped");
+            }
+        });
+
+        let broker = crate::broker::start(&settings.mqtt, store.clone(), servers.clone()).await?;
+        let conn = BrokerConnection {
+            host: if broker.addr.ip().is_unspecified() {
+                "127.0.0.1".into()
+            } else {
+                broker.addr.ip().to_string()
+            },
+            port: broker.addr.port(),
+            client_id: broker.hub.client_id.clone(),
+            username: broker.hub.client_id.clone(),
+            password: broker.hub.password.clone(),
+        };
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let ingest_task = tokio::spawn(crate::ingest::run(
+            conn,
+            store.clone(),
+            clock,
+            rules_tx,
+            ready_tx,
+            shutdown.clone(),
+        ));
+        tokio::time::timeout(Duration::from_secs(15), ready_rx)
+            .await
+            .map_err(|_| anyhow::anyhow!("ingest did not subscribe to the broker within 15 s"))?
+            .map_err(|_| anyhow::anyhow!("ingest stopped before subscribing to the broker"))?;
+        tracker.close();
+        tracing::info!(%http_addr, mqtt_addr = %broker.addr, "hub started");
+        Ok(App {
+            http_addr,
+            mqtt_addr: broker.addr,
+            store,
+            alarms,
+            shutdown,
+            servers,
+            pipeline: vec![ingest_task, rules_task],
+            tracker,
+        })
+    }
+
+    /// Graceful stop: ingest first, let the rules stage drain and save, then the servers.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        // Give the pipeline a bounded time to drain before stopping the servers.
+        let drained = tokio::time::timeout(
+            Duration::from_secs(10),
+            futures::future::join_all(self.pipeline),
+        )
+        .await;
+        if drained.is_err() {
+            tracing::warn!("pipeline did not drain in time");
+        }
+        self.servers.cancel();
+        if tokio::time::timeout(Duration::from_secs(10), self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                tasks = self.tracker.len(),
+                "some tasks did not stop in time"
+            );
+        }
+    }
+
+    /// Run until Ctrl-C or SIGTERM, then shut down gracefully.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        self.shutdown().await;
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

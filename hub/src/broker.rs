@@ -1,0 +1,272 @@
+//! The embedded MQTT broker (rumqttd), run on the hub's own tokio runtime.
+//!
+//! Three things are added around rumqttd here, each because of a sharp edge recorded
+//! in `shared/notes/rumqttd.md`:
+//! - **Authentication at CONNECT** against the device table (client id = username =
+//!   device id, password = device secret, argon2-verified off the async threads, with a
+//!   small cache so reconnect storms do not re-hash).
+//! - **A topic ACL** ([`AclV4`]): rumqttd has none, so the MQTT codec is wrapped. A
+//!   device may publish and subscribe only under `anxin/v1/devices/<its id>/`. A publish
+//!   elsewhere is re-routed to `anxin/v1/hub/violations/<its id>` (the hub reports it to
+//!   the device and counts it; the victim device never sees it); a subscription elsewhere
+//!   is pointed at a topic nothing publishes to; a Last Will outside its status topic
+//!   refuses the connection.
+//! - **Bind errors surface** (the listener runs under our runtime via `Server`, not
+//!   `Broker::start`, which only logs them).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use bytes::{Bytes, BytesMut};
+use rumqttd::protocol::v4::V4;
+use rumqttd::protocol::{Error as ProtocolError, Packet, Protocol};
+use rumqttd::{ConnectionSettings, LinkType, Router, RouterConfig, Server, ServerSettings};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::MqttSettings;
+use crate::ingest::contract::{self, DEVICES_PREFIX, VIOLATIONS_PREFIX};
+use crate::secrets;
+use crate::store::Store;
+
+/// The hub's own identity on the embedded broker: random per start, never stored.
+#[derive(Clone)]
+pub struct HubCredentials {
+    pub client_id: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for HubCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubCredentials")
+            .field("client_id", &self.client_id)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+pub struct EmbeddedBroker {
+    /// The address devices connect to (the real port when the settings asked for 0).
+    pub addr: SocketAddr,
+    pub hub: HubCredentials,
+}
+
+/// Start the router and the device listener. Returns once the listener is bound.
+pub async fn start(
+    settings: &MqttSettings,
+    store: Store,
+    shutdown: CancellationToken,
+) -> anyhow::Result<EmbeddedBroker> {
+    let router_cfg = RouterConfig {
+        max_connections: settings.max_connections,
+        max_outgoing_packet_count: 200,
+        max_segment_size: settings.segment_bytes,
+        max_segment_count: settings.segment_count,
+        custom_segment: None,
+        initialized_filters: None,
+        shared_subscriptions_strategy: Default::default(),
+    };
+    let router_tx = Router::new(0, router_cfg).spawn();
+
+    // rumqttd's `Server` binds by address and does not report the port it got, so port 0
+    // is resolved here first. (The tiny race with another process is acceptable in tests.)
+    let mut listen = settings.listen;
+    if listen.port() == 0 {
+        let probe = std::net::TcpListener::bind(listen).context("probing a free MQTT port")?;
+        listen = probe.local_addr()?;
+    }
+    // Fail loudly on a taken port (rumqttd would only log it inside its accept task).
+    drop(
+        std::net::TcpListener::bind(listen)
+            .with_context(|| format!("MQTT listen address {listen} is not available"))?,
+    );
+
+    let hub = HubCredentials {
+        client_id: format!("anxin-hub-{}", uuid::Uuid::new_v4().simple()),
+        password: secrets::random_token(),
+    };
+    let auth = DeviceAuthenticator {
+        store,
+        hub: hub.clone(),
+        cache: Arc::new(Mutex::new(HashMap::new())),
+    };
+    let mut connections = ConnectionSettings {
+        connection_timeout_ms: 10_000,
+        // Above the contract's 4 KiB so that oversized payloads reach the hub and are
+        // reported on the device's error topic instead of silently cutting the connection.
+        max_payload_size: 64 * 1024,
+        max_inflight_count: 100,
+        auth: None,
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    connections.set_auth_handler(move |client_id: String, user: String, pass: String| {
+        let auth = auth.clone();
+        async move { auth.check(client_id, user, pass).await }
+    });
+    let server_settings = ServerSettings {
+        name: "devices".into(),
+        listen,
+        tls: None,
+        next_connection_delay_ms: 0,
+        connections,
+    };
+    let protocol = AclV4::new(hub.client_id.clone());
+    let mut server = Server::new(server_settings, router_tx, protocol);
+    tokio::spawn(async move {
+        tokio::select! {
+            res = server.start(LinkType::Remote) => {
+                if let Err(e) = res {
+                    tracing::error!(error = %e, "mqtt listener stopped");
+                }
+            }
+            _ = shutdown.cancelled() => {}
+        }
+    });
+    tracing::info!(%listen, "embedded mqtt broker listening");
+    Ok(EmbeddedBroker { addr: listen, hub })
+}
+
+/// Checks CONNECT credentials. Bound to the client id: a device must connect with
+/// client id = username = its device id.
+#[derive(Clone)]
+struct DeviceAuthenticator {
+    store: Store,
+    hub: HubCredentials,
+    /// device id → SHA-256 of the last secret that verified, so reconnects skip argon2.
+    cache: Arc<Mutex<HashMap<String, [u8; 32]>>>,
+}
+
+impl DeviceAuthenticator {
+    async fn check(&self, client_id: String, user: String, pass: String) -> bool {
+        if client_id == self.hub.client_id {
+            return user == self.hub.client_id
+                && secrets::constant_time_eq(pass.as_bytes(), self.hub.password.as_bytes());
+        }
+        if client_id != user || contract::DeviceId::parse(&client_id).is_err() {
+            metrics::counter!("anxin_mqtt_connect_refused_total", "reason" => "bad_identity")
+                .increment(1);
+            return false;
+        }
+        let record = match self.store.device_auth(&client_id).await {
+            Ok(Some(r)) if !r.revoked => r,
+            Ok(_) => {
+                metrics::counter!("anxin_mqtt_connect_refused_total", "reason" => "unknown_device")
+                    .increment(1);
+                tracing::info!(device = %client_id, "mqtt connect refused: unknown or revoked device");
+                return false;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "device lookup failed during mqtt connect");
+                return false;
+            }
+        };
+        let fingerprint: [u8; 32] =
+            Sha256::digest(format!("{}\0{}", record.secret_hash, pass).as_bytes()).into();
+        if self
+            .cache
+            .lock()
+            .map(|c| c.get(&client_id) == Some(&fingerprint))
+            .unwrap_or(false)
+        {
+            return true;
+        }
+        let hash = record.secret_hash.clone();
+        let ok = tokio::task::spawn_blocking(move || secrets::verify_secret(&pass, &hash))
+            .await
+            .unwrap_or(false);
+        if ok {
+            if let Ok(mut c) = self.cache.lock() {
+                c.insert(client_id, fingerprint);
+            }
+        } else {
+            metrics::counter!("anxin_mqtt_connect_refused_total", "reason" => "bad_secret")
+                .increment(1);
+            tracing::info!(device = %client_id, "mqtt connect refused: wrong secret");
+        }
+        ok
+    }
+}
+
+/// rumqttd's v4 codec with a per-connection topic ACL (see the module docs).
+#[derive(Debug, Clone)]
+pub struct AclV4 {
+    inner: V4,
+    /// The hub's own client id: unrestricted.
+    hub_client_id: Arc<str>,
+    /// Set at CONNECT; every later packet on this connection is checked against it.
+    client_id: Option<String>,
+}
+
+impl AclV4 {
+    pub fn new(hub_client_id: String) -> Self {
+        Self {
+            inner: V4,
+            hub_client_id: hub_client_id.into(),
+            client_id: None,
+        }
+    }
+
+    fn own_prefix(&self) -> Option<String> {
+        self.client_id
+            .as_ref()
+            .map(|id| format!("{DEVICES_PREFIX}{id}/"))
+    }
+
+    fn is_hub(&self) -> bool {
+        self.client_id.as_deref() == Some(&*self.hub_client_id)
+    }
+}
+
+impl Protocol for AclV4 {
+    fn read_mut(
+        &mut self,
+        stream: &mut BytesMut,
+        max_size: usize,
+    ) -> Result<Packet, ProtocolError> {
+        let mut packet = self.inner.read_mut(stream, max_size)?;
+        match &mut packet {
+            Packet::Connect(connect, _, will, _, _) => {
+                self.client_id = Some(connect.client_id.clone());
+                if let Some(will) = will {
+                    if !self.is_hub()
+                        && will.topic != contract::status_topic(&connect.client_id).as_bytes()
+                    {
+                        metrics::counter!("anxin_mqtt_connect_refused_total", "reason" => "will_topic").increment(1);
+                        return Err(ProtocolError::InvalidProtocol);
+                    }
+                }
+            }
+            Packet::Publish(publish, _) if !self.is_hub() => {
+                let prefix = self.own_prefix().unwrap_or_default();
+                if prefix.is_empty() || !publish.topic.starts_with(prefix.as_bytes()) {
+                    let id = self.client_id.clone().unwrap_or_default();
+                    let original = String::from_utf8_lossy(&publish.topic).into_owned();
+                    publish.payload =
+                        Bytes::from(serde_json::json!({ "topic": original }).to_string());
+                    publish.topic = Bytes::from(format!("{VIOLATIONS_PREFIX}{id}"));
+                    publish.retain = false;
+                }
+            }
+            Packet::Subscribe(subscribe, _) if !self.is_hub() => {
+                let prefix = self.own_prefix().unwrap_or_default();
+                for filter in &mut subscribe.filters {
+                    if prefix.is_empty() || !filter.path.starts_with(&prefix) {
+                        filter.path = format!(
+                            "anxin/v1/denied/{}",
+                            self.client_id.as_deref().unwrap_or("unknown")
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(packet)
+    }
+
+    fn write(&self, packet: Packet, write: &mut BytesMut) -> Result<usize, ProtocolError> {
+        self.inner.write(packet, write)
+    }
+}

@@ -1,0 +1,411 @@
+//! REST and websocket API (axum).
+//!
+//! Identity for now is a per-contact API token (`Authorization: Bearer <token>`, or
+//! `?token=` for browsers' websockets, which cannot set headers). Scope is enforced
+//! here, on the server, for every request: a contact sees and acts on alarms inside its
+//! own scope only. Full accounts and roles arrive with issue 5.
+
+use std::sync::Arc;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::alarms::AlarmService;
+use crate::store::{AlarmFilter, AlarmUpdate, Contact, Scope, StoreError};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub alarms: AlarmService,
+    pub metrics: Option<Arc<PrometheusHandle>>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .route("/api/me", get(me))
+        .route("/api/alarms", get(list_alarms))
+        .route("/api/alarms/{id}", get(get_alarm))
+        .route("/api/alarms/{id}/acknowledge", post(acknowledge))
+        .route("/api/alarms/{id}/resolve", post(resolve))
+        .route("/api/updates", get(updates))
+        .route("/api/ws", get(ws))
+        .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
+        .with_state(state)
+}
+
+/// Errors a client sees: a status and a JSON `{"error": "..."}`.
+#[derive(Debug)]
+pub enum ApiError {
+    Unauthorized,
+    Forbidden(String),
+    NotFound(String),
+    BadRequest(String),
+    Conflict(String),
+    Internal(anyhow::Error),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, msg) = match self {
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "missing or invalid token".to_owned(),
+            ),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, m),
+            ApiError::Internal(e) => {
+                tracing::error!(error = %e, "request failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error".to_owned(),
+                )
+            }
+        };
+        (status, Json(serde_json::json!({ "error": msg }))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(m) => ApiError::NotFound(m),
+            StoreError::Conflict(m) => ApiError::Conflict(m),
+            StoreError::Invalid(m) => ApiError::BadRequest(m),
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+/// The caller, authenticated by token.
+pub struct Caller(pub Contact);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_owned);
+        let query = parts.uri.query().and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix("token="))
+                .map(str::to_owned)
+        });
+        let token = header.or(query).ok_or(ApiError::Unauthorized)?;
+        match state.alarms.store.contact_by_token(&token).await? {
+            Some(c) => Ok(Caller(c)),
+            None => Err(ApiError::Unauthorized),
+        }
+    }
+}
+
+/// Resolve the scope a request asks for (`?scope=village:v-1`), refusing anything
+/// outside the caller's own scope. Absent: the caller's whole scope.
+async fn requested_scope(
+    state: &AppState,
+    caller: &Contact,
+    asked: Option<&str>,
+) -> Result<Scope, ApiError> {
+    let Some(asked) = asked else {
+        return Ok(caller.scope.clone());
+    };
+    let scope = Scope::parse(asked).map_err(ApiError::BadRequest)?;
+    if state
+        .alarms
+        .store
+        .scope_within(&scope, &caller.scope)
+        .await?
+    {
+        Ok(scope)
+    } else {
+        tracing::info!(contact = %caller.id, asked = %scope, "scope refused");
+        Err(ApiError::Forbidden(format!(
+            "{scope} is outside your scope ({})",
+            caller.scope
+        )))
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    match &state.metrics {
+        Some(h) => h.render().into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn me(Caller(c): Caller) -> Json<Contact> {
+    Json(c)
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    scope: Option<String>,
+    /// `open` (default), `all`, or one state: raised | notified | acknowledged | resolved.
+    state: Option<String>,
+    severity: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn list_alarms(
+    State(state): State<AppState>,
+    Caller(c): Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let scope = requested_scope(&state, &c, q.scope.as_deref()).await?;
+    let mut f = AlarmFilter {
+        limit: q.limit,
+        severity: q.severity,
+        ..Default::default()
+    };
+    match q.state.as_deref() {
+        None | Some("open") => f.open_only = true,
+        Some("all") => {}
+        Some(s @ ("raised" | "notified" | "acknowledged" | "resolved")) => {
+            f.state = Some(s.to_owned())
+        }
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "unknown state filter {other:?}"
+            )))
+        }
+    }
+    let alarms = state.alarms.store.list_alarms(&scope, &f).await?;
+    Ok(Json(
+        serde_json::json!({ "scope": scope, "alarms": alarms }),
+    ))
+}
+
+async fn load_in_scope(
+    state: &AppState,
+    c: &Contact,
+    id: &str,
+) -> Result<crate::store::Alarm, ApiError> {
+    let alarm = state.alarms.store.alarm(id).await?;
+    if !c.scope.covers(&alarm) {
+        tracing::info!(contact = %c.id, alarm = %id, "alarm outside caller scope");
+        // Same answer as a missing alarm: do not confirm that it exists.
+        return Err(ApiError::NotFound(format!("alarm {id}")));
+    }
+    Ok(alarm)
+}
+
+async fn get_alarm(
+    State(state): State<AppState>,
+    Caller(c): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let alarm = load_in_scope(&state, &c, &id).await?;
+    let timeline = state.alarms.store.timeline(&id).await?;
+    Ok(Json(
+        serde_json::json!({ "alarm": alarm, "timeline": timeline }),
+    ))
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct AckBody {
+    note: Option<String>,
+}
+
+async fn acknowledge(
+    State(state): State<AppState>,
+    Caller(c): Caller,
+    Path(id): Path<String>,
+    body: Option<Json<AckBody>>,
+) -> Result<Json<AlarmUpdate>, ApiError> {
+    load_in_scope(&state, &c, &id).await?;
+    let note = body.and_then(|Json(b)| b.note);
+    check_note(note.as_deref())?;
+    Ok(Json(
+        state
+            .alarms
+            .acknowledge(&id, &c.id, "api", note.as_deref())
+            .await?,
+    ))
+}
+
+/// What happened, as recorded at resolution (feeds reports and KPIs).
+pub const DISPOSITIONS: [&str; 6] = [
+    "false_alarm",
+    "visited_ok",
+    "sent_to_hospital",
+    "handled_remotely",
+    "device_fault",
+    "other",
+];
+
+#[derive(Debug, Deserialize)]
+struct ResolveBody {
+    disposition: String,
+    note: Option<String>,
+}
+
+async fn resolve(
+    State(state): State<AppState>,
+    Caller(c): Caller,
+    Path(id): Path<String>,
+    Json(b): Json<ResolveBody>,
+) -> Result<Json<AlarmUpdate>, ApiError> {
+    load_in_scope(&state, &c, &id).await?;
+    if !DISPOSITIONS.contains(&b.disposition.as_str()) {
+        return Err(ApiError::BadRequest(format!(
+            "disposition must be one of {}",
+            DISPOSITIONS.join(", ")
+        )));
+    }
+    check_note(b.note.as_deref())?;
+    Ok(Json(
+        state
+            .alarms
+            .resolve(&id, &c.id, &b.disposition, b.note.as_deref())
+            .await?,
+    ))
+}
+
+fn check_note(note: Option<&str>) -> Result<(), ApiError> {
+    match note {
+        Some(n) if n.chars().count() > 2000 => Err(ApiError::BadRequest(
+            "note is limited to 2000 characters".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct UpdatesQuery {
+    scope: Option<String>,
+    since_seq: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// Every alarm step after `since_seq` in scope: how a client that was offline catches up.
+async fn updates(
+    State(state): State<AppState>,
+    Caller(c): Caller,
+    Query(q): Query<UpdatesQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let scope = requested_scope(&state, &c, q.scope.as_deref()).await?;
+    let updates = state
+        .alarms
+        .store
+        .updates_since(&scope, q.since_seq.unwrap_or(0), q.limit.unwrap_or(500))
+        .await?;
+    Ok(Json(serde_json::json!({ "updates": updates })))
+}
+
+#[derive(Debug, Deserialize)]
+struct WsQuery {
+    scope: Option<String>,
+    /// Resume: first send every step after this sequence number.
+    since_seq: Option<i64>,
+}
+
+async fn ws(
+    State(state): State<AppState>,
+    Caller(c): Caller,
+    Query(q): Query<WsQuery>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let scope = requested_scope(&state, &c, q.scope.as_deref()).await?;
+    Ok(upgrade
+        .max_message_size(4096)
+        .on_upgrade(move |socket| websocket(socket, state, c, scope, q.since_seq)))
+}
+
+/// One websocket client: a hello, an optional backlog, then live steps in its scope.
+/// If the client falls behind the broadcast, it is caught up from the database, so a
+/// slow client never loses a step and never slows anyone else.
+async fn websocket(
+    mut socket: WebSocket,
+    state: AppState,
+    caller: Contact,
+    scope: Scope,
+    since_seq: Option<i64>,
+) {
+    // Subscribe before reading the backlog so nothing falls between the two.
+    let mut live = state.alarms.bus.subscribe();
+    metrics::gauge!("anxin_ws_clients").increment(1.0);
+    let store = &state.alarms.store;
+    let mut last_seq = match since_seq {
+        Some(s) => s,
+        None => store.latest_seq().await.unwrap_or(0),
+    };
+    let hello = serde_json::json!({ "type": "hello", "contact": caller.id, "scope": scope, "seq": last_seq });
+    if socket
+        .send(Message::Text(hello.to_string().into()))
+        .await
+        .is_err()
+    {
+        metrics::gauge!("anxin_ws_clients").decrement(1.0);
+        return;
+    }
+    let mut need_catch_up = since_seq.is_some();
+    'outer: loop {
+        if need_catch_up {
+            need_catch_up = false;
+            loop {
+                let Ok(batch) = store.updates_since(&scope, last_seq, 500).await else {
+                    break 'outer;
+                };
+                let full = batch.len() == 500;
+                for u in batch {
+                    last_seq = u.seq;
+                    if send_update(&mut socket, &u).await.is_err() {
+                        break 'outer;
+                    }
+                }
+                if !full {
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            msg = live.recv() => match msg {
+                Ok(u) => {
+                    if u.seq <= last_seq || !scope.covers(&u.alarm) {
+                        continue;
+                    }
+                    last_seq = u.seq;
+                    if send_update(&mut socket, &u).await.is_err() {
+                        break;
+                    }
+                }
+                Err(RecvError::Lagged(n)) => {
+                    metrics::counter!("anxin_ws_lagged_total").increment(1);
+                    tracing::debug!(skipped = n, "websocket client lagged; catching up from the store");
+                    need_catch_up = true;
+                }
+                Err(RecvError::Closed) => break,
+            },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {} // clients only listen; pings are answered by axum
+            },
+        }
+    }
+    metrics::gauge!("anxin_ws_clients").decrement(1.0);
+}
+
+async fn send_update(socket: &mut WebSocket, u: &AlarmUpdate) -> Result<(), axum::Error> {
+    let mut v = serde_json::to_value(u).unwrap_or_default();
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("type".into(), "alarm".into());
+    }
+    socket.send(Message::Text(v.to_string().into())).await
+}

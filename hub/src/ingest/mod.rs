@@ -1,0 +1,306 @@
+//! Ingest: MQTT messages → typed observations for the rules stage.
+//!
+//! The hub reads devices through an ordinary MQTT client (rumqttc) connected to the
+//! broker — the embedded one over loopback by default — rather than rumqttd's in-process
+//! link, so the very same code serves an external broker cluster later (see
+//! ARCHITECTURE.md). Malformed input is data, not an error: it is counted, logged
+//! without personal data, and reported to the device on its `errors` topic.
+
+pub mod contract;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use alert_rules::{Observation, Signal};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::SharedClock;
+use crate::rules::{CriticalEvent, Input, Outcome};
+use crate::store::Store;
+use contract::{Ack, AckResult, DeviceId, ErrorCode, ErrorReport, Inbound, Rejection};
+
+/// How to reach the broker.
+#[derive(Clone)]
+pub struct BrokerConnection {
+    pub host: String,
+    pub port: u16,
+    pub client_id: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for BrokerConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerConnection")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Subscriptions of the hub. QoS 1 so that the broker redelivers within a session.
+const FILTERS: [&str; 3] = [
+    "anxin/v1/devices/+/events",
+    "anxin/v1/devices/+/status",
+    "anxin/v1/hub/violations/+",
+];
+
+/// Run until `cancel`: the MQTT event loop in this task, message handling in another, so
+/// a slow rules stage applies backpressure to the broker instead of stalling keep-alives.
+/// `ready` fires once the hub's subscriptions are in place: rumqttd drops messages that
+/// match no subscriber, so devices should not be told the hub is up before that.
+pub async fn run(
+    conn: BrokerConnection,
+    store: Store,
+    clock: SharedClock,
+    rules: mpsc::Sender<Input>,
+    ready: oneshot::Sender<()>,
+    cancel: CancellationToken,
+) {
+    let mut ready = Some(ready);
+    let mut opts = MqttOptions::new(&conn.client_id, &conn.host, conn.port);
+    opts.set_credentials(&conn.username, &conn.password);
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_clean_session(true);
+    opts.set_max_packet_size(128 * 1024, 128 * 1024);
+    let (client, mut eventloop) = AsyncClient::new(opts, 1024);
+    let (msg_tx, msg_rx) = mpsc::channel::<Publish>(1024);
+    let handler = Handler {
+        client: client.clone(),
+        store,
+        clock,
+        rules,
+        households: HashMap::new(),
+    };
+    let worker = tokio::spawn(handler.run(msg_rx));
+
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let ev = tokio::select! {
+            _ = cancel.cancelled() => break,
+            ev = eventloop.poll() => ev,
+        };
+        match ev {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff = Duration::from_millis(100);
+                tracing::info!("ingest connected to broker");
+                // One SUBSCRIBE for all filters, so its SUBACK means "fully subscribed".
+                let filters =
+                    FILTERS.map(|f| rumqttc::SubscribeFilter::new(f.to_owned(), QoS::AtLeastOnce));
+                if let Err(e) = client.try_subscribe_many(filters) {
+                    tracing::error!(error = %e, "subscribe failed");
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                if let Some(r) = ready.take() {
+                    let _ = r.send(());
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                metrics::counter!("anxin_ingest_messages_total").increment(1);
+                if msg_tx.send(p).await.is_err() {
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "ingest lost the broker; reconnecting");
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    // Stop reading; the handler drains what it has, then the rules stage sees its input close.
+    drop(msg_tx);
+    let _ = worker.await;
+    let _ = client.try_disconnect();
+}
+
+struct Handler {
+    client: AsyncClient,
+    store: Store,
+    clock: SharedClock,
+    rules: mpsc::Sender<Input>,
+    /// device id → household id (devices rarely move; a miss goes to the store).
+    households: HashMap<String, String>,
+}
+
+impl Handler {
+    async fn run(mut self, mut rx: mpsc::Receiver<Publish>) {
+        while let Some(p) = rx.recv().await {
+            self.handle(p).await;
+        }
+    }
+
+    async fn handle(&mut self, p: Publish) {
+        let topic = p.topic.clone();
+        match contract::classify_topic(&topic) {
+            Inbound::Events(device) => match contract::parse_event(&p.payload) {
+                Ok(ev) => self.event(device, ev, &topic).await,
+                Err(rej) => self.reject(Some(&device), &topic, rej).await,
+            },
+            Inbound::Status(device) => {
+                if p.payload.is_empty() {
+                    return; // a cleared retained status
+                }
+                match contract::parse_status(&p.payload) {
+                    Ok(signal) => {
+                        self.observe(device, signal, None, &topic).await;
+                    }
+                    Err(rej) => self.reject(Some(&device), &topic, rej).await,
+                }
+            }
+            Inbound::Violation(device) => {
+                let original = serde_json::from_slice::<serde_json::Value>(&p.payload)
+                    .ok()
+                    .and_then(|v| v.get("topic").and_then(|t| t.as_str()).map(str::to_owned))
+                    .unwrap_or_default();
+                let rej = Rejection {
+                    code: ErrorCode::TopicMismatch,
+                    reason: format!("device {device} may only publish under anxin/v1/devices/{device}/; the message was not delivered"),
+                    event_id: None,
+                };
+                self.reject(Some(&device), &original, rej).await;
+            }
+            Inbound::Unknown(device) => {
+                let rej = Rejection {
+                    code: ErrorCode::UnknownTopic,
+                    reason: "topic is not part of the v1 contract (use .../events or .../status)"
+                        .into(),
+                    event_id: None,
+                };
+                self.reject(device.as_ref(), &topic, rej).await;
+            }
+        }
+    }
+
+    async fn household_of(&mut self, device: &DeviceId) -> Option<String> {
+        if let Some(h) = self.households.get(device.as_str()) {
+            return Some(h.clone());
+        }
+        match self.store.device_auth(device.as_str()).await {
+            Ok(Some(d)) if !d.revoked => {
+                self.households
+                    .insert(device.as_str().to_owned(), d.household_id.clone());
+                Some(d.household_id)
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "device lookup failed");
+                None
+            }
+        }
+    }
+
+    async fn event(&mut self, device: DeviceId, ev: contract::DeviceEvent, topic: &str) {
+        metrics::counter!("anxin_device_events_total", "kind" => ev.kind).increment(1);
+        if !ev.is_critical() {
+            self.observe(device, ev.signal, None, topic).await;
+            return;
+        }
+        let (reply, answer) = oneshot::channel();
+        let critical = CriticalEvent {
+            event_id: ev.event_id.clone(),
+            device_ts: ev.ts.clone(),
+            kind: ev.kind,
+            reply,
+        };
+        if !self
+            .observe(device.clone(), ev.signal, Some(critical), topic)
+            .await
+        {
+            return;
+        }
+        // Wait for the commit off this task, so other devices' messages keep flowing.
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            let (result, alarm_id) = match answer.await {
+                Ok(Ok(Outcome::Stored { alarm_id })) => (AckResult::Stored, alarm_id),
+                Ok(Ok(Outcome::Duplicate { alarm_id })) => (AckResult::Duplicate, alarm_id),
+                Ok(Err(e)) => {
+                    // Not committed: no ack, the device retries.
+                    tracing::error!(error = %e, device = %device, "critical event not committed; device will retry");
+                    return;
+                }
+                Err(_) => return, // hub shutting down
+            };
+            let ack = Ack {
+                v: 1,
+                event_id: &ev.event_id,
+                result,
+                alarm_id: alarm_id.as_deref(),
+            };
+            let body = serde_json::to_vec(&ack).unwrap_or_default();
+            if let Err(e) = client
+                .publish(
+                    contract::ack_topic(device.as_str()),
+                    QoS::AtLeastOnce,
+                    false,
+                    body,
+                )
+                .await
+            {
+                tracing::warn!(error = %e, device = %device, "ack publish failed; device will retry");
+            }
+        });
+    }
+
+    /// Hand an observation to the rules stage. Returns false if it was not accepted.
+    async fn observe(
+        &mut self,
+        device: DeviceId,
+        signal: Signal,
+        critical: Option<CriticalEvent>,
+        topic: &str,
+    ) -> bool {
+        let Some(household) = self.household_of(&device).await else {
+            let rej = Rejection {
+                code: ErrorCode::UnknownDevice,
+                reason: format!("device {device} is not registered or was revoked"),
+                event_id: None,
+            };
+            self.reject(Some(&device), topic, rej).await;
+            return false;
+        };
+        let obs = Observation {
+            household,
+            device: device.as_str().to_owned(),
+            at: self.clock.now(),
+            signal,
+        };
+        self.rules.send(Input { obs, critical }).await.is_ok()
+    }
+
+    async fn reject(&self, device: Option<&DeviceId>, topic: &str, rej: Rejection) {
+        metrics::counter!("anxin_payload_rejected_total", "code" => rej.code.as_str()).increment(1);
+        // Ids and the reason only: payloads may contain personal data and are never logged.
+        tracing::warn!(device = device.map(|d| d.as_str()), code = rej.code.as_str(), reason = %rej.reason, "device message rejected");
+        let Some(device) = device else { return };
+        let report = ErrorReport {
+            v: 1,
+            event_id: rej.event_id.as_deref(),
+            code: rej.code,
+            reason: &rej.reason,
+            topic,
+        };
+        let body = serde_json::to_vec(&report).unwrap_or_default();
+        if let Err(e) = self
+            .client
+            .publish(
+                contract::errors_topic(device.as_str()),
+                QoS::AtLeastOnce,
+                false,
+                body,
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "error report publish failed");
+        }
+    }
+}

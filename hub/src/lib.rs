@@ -1,0 +1,31 @@
+//! Anxin hub: real-time safety monitoring for elders who live alone.
+//!
+//! Layout (data flows top to bottom; see ARCHITECTURE.md):
+//! - [`broker`]: the embedded MQTT broker (rumqttd) with device auth and a topic ACL.
+//! - [`ingest`]: MQTT messages → typed observations; the only code that knows payloads ([`ingest::contract`]).
+//! - [`rules`]: the stage that runs the pure `alert_rules` engine and applies its decisions.
+//! - [`alarms`]: the alarm lifecycle — persist first, then publish.
+//! - [`escalation`]: wakes when a deadline in the store is due.
+//! - [`notify`]: fan-out to websocket clients.
+//! - [`http`]: REST + websocket, scope enforced server-side.
+//! - [`store`]: the only module with SQL.
+//! - [`app`]: wiring; [`cli`]: the `hub` command; [`config`]: settings; [`clock`]: injected time.
+
+pub mod alarms;
+pub mod app;
+pub mod broker;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod escalation;
+pub mod http;
+pub mod ingest;
+pub mod notify;
+pub mod rules;
+pub mod secrets;
+pub mod store;
+pub mod telemetry;
+
+pub use app::App;
+pub use config::Settings;

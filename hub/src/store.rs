@@ -1,0 +1,931 @@
+//! The alarm store: the only module with SQL.
+//!
+//! SQLite by default (one file, WAL, created and migrated on first start). Queries use
+//! `$N` placeholders and the SQL subset shared with PostgreSQL so that a PostgreSQL
+//! backend can follow without a redesign. Timestamps are unix milliseconds (BIGINT).
+//!
+//! Every change to an alarm and its timeline entry are written in one transaction: a
+//! timeline row exists exactly when the change it describes was committed.
+
+use std::str::FromStr;
+
+use alert_rules::{Decision, Millis, Severity};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The request is valid but the alarm's state does not allow it (caller can fix).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("invalid: {0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Who may see what. Staff see a village, a town or the district; family see a household.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
+pub enum Scope {
+    District,
+    Town(String),
+    Village(String),
+    Household(String),
+}
+
+impl Scope {
+    /// `district`, `town:<id>`, `village:<id>`, `household:<id>`.
+    pub fn parse(s: &str) -> Result<Scope, String> {
+        match s.split_once(':') {
+            None if s == "district" => Ok(Scope::District),
+            Some(("town", id)) if !id.is_empty() => Ok(Scope::Town(id.into())),
+            Some(("village", id)) if !id.is_empty() => Ok(Scope::Village(id.into())),
+            Some(("household", id)) if !id.is_empty() => Ok(Scope::Household(id.into())),
+            _ => Err(format!(
+                "scope must be district, town:<id>, village:<id> or household:<id>, got {s:?}"
+            )),
+        }
+    }
+
+    fn parts(&self) -> (&'static str, &str) {
+        match self {
+            Scope::District => ("district", "district"),
+            Scope::Town(id) => ("town", id),
+            Scope::Village(id) => ("village", id),
+            Scope::Household(id) => ("household", id),
+        }
+    }
+
+    fn from_parts(kind: &str, id: String) -> Result<Scope> {
+        Ok(match kind {
+            "district" => Scope::District,
+            "town" => Scope::Town(id),
+            "village" => Scope::Village(id),
+            "household" => Scope::Household(id),
+            other => return Err(StoreError::Invalid(format!("unknown scope kind {other}"))),
+        })
+    }
+
+    /// Does this scope cover an alarm located at (household, village, town)?
+    pub fn covers(&self, a: &Alarm) -> bool {
+        match self {
+            Scope::District => true,
+            Scope::Town(t) => &a.town_id == t,
+            Scope::Village(v) => &a.village_id == v,
+            Scope::Household(h) => &a.household_id == h,
+        }
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::District => f.write_str("district"),
+            other => {
+                let (k, id) = other.parts();
+                write!(f, "{k}:{id}")
+            }
+        }
+    }
+}
+
+/// An alarm as stored and as sent to clients. Holds ids only: names, addresses and
+/// phone numbers are looked up by the views that need them.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, PartialEq)]
+pub struct Alarm {
+    pub id: String,
+    pub household_id: String,
+    pub village_id: String,
+    pub town_id: String,
+    pub device_id: Option<String>,
+    pub rule_id: String,
+    pub condition_key: String,
+    pub severity: String,
+    pub title: String,
+    pub detail: String,
+    pub state: String,
+    pub level: i64,
+    pub raised_at: i64,
+    pub repeat_count: i64,
+    pub acked_at: Option<i64>,
+    pub acked_by: Option<String>,
+    pub ack_via: Option<String>,
+    pub resolved_at: Option<i64>,
+    pub resolved_by: Option<String>,
+    pub disposition: Option<String>,
+    pub resolution_note: Option<String>,
+    pub level_deadline_at: Option<i64>,
+    pub renotify_at: Option<i64>,
+    pub overdue_at: Option<i64>,
+    pub overdue_notified: bool,
+}
+
+impl Alarm {
+    pub fn severity(&self) -> Severity {
+        Severity::from_str(&self.severity).unwrap_or(Severity::Critical)
+    }
+    pub fn is_open(&self) -> bool {
+        self.state != "resolved"
+    }
+    pub fn is_unacknowledged(&self) -> bool {
+        self.state == "raised" || self.state == "notified"
+    }
+}
+
+/// One step of an alarm's life.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TimelineEntry {
+    pub seq: i64,
+    pub alarm_id: String,
+    pub at: i64,
+    pub step: String,
+    pub actor: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+/// A timeline step together with the alarm as it was right after it: what the
+/// websocket sends and what a reconnecting client fetches.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AlarmUpdate {
+    pub seq: i64,
+    pub step: String,
+    pub at: i64,
+    pub actor: Option<String>,
+    pub detail: serde_json::Value,
+    pub alarm: Alarm,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Contact {
+    pub id: String,
+    pub role: String,
+    pub scope: Scope,
+    pub priority: i64,
+}
+
+/// Device credentials as the broker's auth hook needs them.
+#[derive(Debug, Clone)]
+pub struct DeviceAuth {
+    pub household_id: String,
+    pub secret_hash: String,
+    pub revoked: bool,
+}
+
+/// What happened when a raise decision was applied.
+#[derive(Debug, Clone)]
+pub struct Raised {
+    pub alarm: Alarm,
+    /// true: a new alarm; false: attached to the open alarm for the same condition.
+    pub new: bool,
+    pub update: AlarmUpdate,
+}
+
+/// Deadlines a new alarm starts with, computed by the escalation policy.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    pub level_deadline_at: Option<i64>,
+    pub renotify_at: Option<i64>,
+    pub overdue_at: Option<i64>,
+}
+
+/// A critical device event to record with the alarm, for de-duplication of retries.
+#[derive(Debug, Clone)]
+pub struct EventRecord<'a> {
+    pub device_id: &'a str,
+    pub event_id: &'a str,
+    pub device_ts: &'a str,
+    pub kind: &'a str,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AlarmFilter {
+    pub open_only: bool,
+    pub state: Option<String>,
+    pub severity: Option<String>,
+    pub town: Option<String>,
+    pub village: Option<String>,
+    pub household: Option<String>,
+    pub limit: Option<i64>,
+}
+
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+const ALARM_COLUMNS: &str = "id, household_id, village_id, town_id, device_id, rule_id, condition_key, severity, title, detail, state, level, raised_at, repeat_count, acked_at, acked_by, ack_via, resolved_at, resolved_by, disposition, resolution_note, level_deadline_at, renotify_at, overdue_at, overdue_notified";
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Open (creating if needed) and migrate the database.
+    pub async fn connect(url: &str) -> Result<Store> {
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a committed alarm survives a power cut, not just a process crash.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("../migrations").run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    // ----- the district model --------------------------------------------------------
+
+    pub async fn upsert_town(&self, id: &str, name: &str) -> Result<()> {
+        sqlx::query("INSERT INTO towns (id, name) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET name = excluded.name")
+            .bind(id)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn upsert_village(&self, id: &str, town_id: &str, name: &str) -> Result<()> {
+        sqlx::query("INSERT INTO villages (id, town_id, name) VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET town_id = excluded.town_id, name = excluded.name")
+            .bind(id)
+            .bind(town_id)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn upsert_household(&self, id: &str, village_id: &str, address: &str) -> Result<()> {
+        sqlx::query("INSERT INTO households (id, village_id, address) VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET village_id = excluded.village_id, address = excluded.address")
+            .bind(id)
+            .bind(village_id)
+            .bind(address)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn upsert_elder(
+        &self,
+        id: &str,
+        household_id: &str,
+        name: &str,
+        phone: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO elders (id, household_id, name, phone) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO UPDATE SET household_id = excluded.household_id, name = excluded.name, phone = excluded.phone")
+            .bind(id)
+            .bind(household_id)
+            .bind(name)
+            .bind(phone)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Register (or re-key) a device. `secret_hash` is an argon2 PHC string.
+    pub async fn upsert_device(
+        &self,
+        id: &str,
+        household_id: &str,
+        kind: &str,
+        vendor: &str,
+        secret_hash: &str,
+        now: Millis,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO devices (id, household_id, kind, vendor, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET household_id = excluded.household_id, kind = excluded.kind, vendor = excluded.vendor, secret_hash = excluded.secret_hash, revoked_at = NULL")
+            .bind(id)
+            .bind(household_id)
+            .bind(kind)
+            .bind(vendor)
+            .bind(secret_hash)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Create a contact with an API token (stored as its SHA-256).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn upsert_contact(
+        &self,
+        id: &str,
+        name: &str,
+        phone: Option<&str>,
+        role: &str,
+        scope: &Scope,
+        priority: i64,
+        token: &str,
+        now: Millis,
+    ) -> Result<()> {
+        let (kind, scope_id) = scope.parts();
+        sqlx::query("INSERT INTO contacts (id, name, phone, role, scope_kind, scope_id, priority, token_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO UPDATE SET name = excluded.name, phone = excluded.phone, role = excluded.role, scope_kind = excluded.scope_kind, scope_id = excluded.scope_id, priority = excluded.priority, token_hash = excluded.token_hash")
+            .bind(id)
+            .bind(name)
+            .bind(phone)
+            .bind(role)
+            .bind(kind)
+            .bind(scope_id)
+            .bind(priority)
+            .bind(token_hash(token))
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn contact_by_token(&self, token: &str) -> Result<Option<Contact>> {
+        let row = sqlx::query(
+            "SELECT id, role, scope_kind, scope_id, priority FROM contacts WHERE token_hash = $1",
+        )
+        .bind(token_hash(token))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(Contact {
+                id: r.try_get("id")?,
+                role: r.try_get("role")?,
+                scope: Scope::from_parts(
+                    r.try_get::<&str, _>("scope_kind")?,
+                    r.try_get("scope_id")?,
+                )?,
+                priority: r.try_get("priority")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Is `inner` inside `outer`? (e.g. a village inside a town). Unknown ids are outside.
+    pub async fn scope_within(&self, inner: &Scope, outer: &Scope) -> Result<bool> {
+        if inner == outer || *outer == Scope::District {
+            return Ok(match inner {
+                Scope::District => *outer == Scope::District,
+                _ => inner == outer || self.scope_exists(inner).await?,
+            });
+        }
+        let q = match (inner, outer) {
+            (Scope::Village(v), Scope::Town(t)) => sqlx::query("SELECT 1 FROM villages WHERE id = $1 AND town_id = $2").bind(v).bind(t),
+            (Scope::Household(h), Scope::Village(v)) => sqlx::query("SELECT 1 FROM households WHERE id = $1 AND village_id = $2").bind(h).bind(v),
+            (Scope::Household(h), Scope::Town(t)) => sqlx::query("SELECT 1 FROM households h JOIN villages v ON v.id = h.village_id WHERE h.id = $1 AND v.town_id = $2").bind(h).bind(t),
+            _ => return Ok(false),
+        };
+        Ok(q.fetch_optional(&self.pool).await?.is_some())
+    }
+
+    async fn scope_exists(&self, scope: &Scope) -> Result<bool> {
+        let q = match scope {
+            Scope::District => return Ok(true),
+            Scope::Town(id) => sqlx::query("SELECT 1 FROM towns WHERE id = $1").bind(id),
+            Scope::Village(id) => sqlx::query("SELECT 1 FROM villages WHERE id = $1").bind(id),
+            Scope::Household(id) => sqlx::query("SELECT 1 FROM households WHERE id = $1").bind(id),
+        };
+        Ok(q.fetch_optional(&self.pool).await?.is_some())
+    }
+
+    pub async fn device_auth(&self, device_id: &str) -> Result<Option<DeviceAuth>> {
+        let row =
+            sqlx::query("SELECT household_id, secret_hash, revoked_at FROM devices WHERE id = $1")
+                .bind(device_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|r| {
+            Ok(DeviceAuth {
+                household_id: r.try_get("household_id")?,
+                secret_hash: r.try_get("secret_hash")?,
+                revoked: r.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+            })
+        })
+        .transpose()
+    }
+
+    /// (household, device) for every active device, for the rule engine's health watch.
+    pub async fn active_devices(&self) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT household_id, id FROM devices WHERE revoked_at IS NULL ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("household_id")?, r.try_get("id")?)))
+            .collect()
+    }
+
+    pub async fn household_ids(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT id FROM households ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+    }
+
+    // ----- raising alarms -------------------------------------------------------------
+
+    /// Has this critical event already been committed? Returns its alarm id if so.
+    pub async fn seen_event(
+        &self,
+        device_id: &str,
+        event_id: &str,
+    ) -> Result<Option<Option<String>>> {
+        let row = sqlx::query(
+            "SELECT alarm_id FROM device_events WHERE device_id = $1 AND event_id = $2",
+        )
+        .bind(device_id)
+        .bind(event_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok(r.try_get("alarm_id")?)).transpose()
+    }
+
+    /// Apply a rule decision to raise an alarm. If an alarm for the same condition is
+    /// already open in the household, the decision is attached to it as a repeat
+    /// instead (one open alarm per condition). The device event, if given, is recorded
+    /// in the same transaction, so "committed" and "de-duplicable" are the same instant.
+    pub async fn raise(
+        &self,
+        d: &Decision,
+        deadlines: Deadlines,
+        event: Option<&EventRecord<'_>>,
+        now: Millis,
+    ) -> Result<Raised> {
+        let mut tx = self.pool.begin().await?;
+        let existing: Option<Alarm> = sqlx::query_as(&format!(
+            "SELECT {ALARM_COLUMNS} FROM alarms WHERE household_id = $1 AND condition_key = $2 AND state <> 'resolved'"
+        ))
+        .bind(&d.household)
+        .bind(&d.condition_key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (alarm_id, new) = match existing {
+            Some(a) => {
+                sqlx::query("UPDATE alarms SET repeat_count = repeat_count + 1 WHERE id = $1")
+                    .bind(&a.id)
+                    .execute(&mut *tx)
+                    .await?;
+                (a.id, false)
+            }
+            None => {
+                let loc = sqlx::query("SELECT h.village_id, v.town_id FROM households h JOIN villages v ON v.id = h.village_id WHERE h.id = $1")
+                    .bind(&d.household)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound(format!("household {}", d.household)))?;
+                let village: String = loc.try_get("village_id")?;
+                let town: String = loc.try_get("town_id")?;
+                let id = uuid::Uuid::new_v4().to_string();
+                sqlx::query("INSERT INTO alarms (id, household_id, village_id, town_id, device_id, rule_id, condition_key, severity, title, detail, state, level, raised_at, level_deadline_at, renotify_at, overdue_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'raised', 0, $11, $12, $13, $14)")
+                    .bind(&id)
+                    .bind(&d.household)
+                    .bind(&village)
+                    .bind(&town)
+                    .bind(&d.device)
+                    .bind(&d.rule_id)
+                    .bind(&d.condition_key)
+                    .bind(d.severity.as_str())
+                    .bind(&d.title)
+                    .bind(&d.detail)
+                    .bind(now)
+                    .bind(deadlines.level_deadline_at)
+                    .bind(deadlines.renotify_at)
+                    .bind(deadlines.overdue_at)
+                    .execute(&mut *tx)
+                    .await?;
+                (id, true)
+            }
+        };
+        if let Some(ev) = event {
+            sqlx::query("INSERT INTO device_events (device_id, event_id, alarm_id, received_at, device_ts, kind) VALUES ($1, $2, $3, $4, $5, $6)")
+                .bind(ev.device_id)
+                .bind(ev.event_id)
+                .bind(&alarm_id)
+                .bind(now)
+                .bind(ev.device_ts)
+                .bind(ev.kind)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let step = if new { "raised" } else { "repeated" };
+        let detail = serde_json::json!({
+            "rule": d.rule_id,
+            "device": d.device,
+            "severity": d.severity.as_str(),
+            "detail": d.detail,
+            "event_id": event.map(|e| e.event_id),
+        });
+        let actor = d.device.as_ref().map(|dev| format!("device:{dev}"));
+        let update = append(&mut tx, &alarm_id, now, step, actor.as_deref(), detail).await?;
+        tx.commit().await?;
+        Ok(Raised {
+            alarm: update.alarm.clone(),
+            new,
+            update,
+        })
+    }
+
+    /// Record a critical event that did not raise an alarm (e.g. a rule disabled for the
+    /// household), so that its retries are still recognised as duplicates.
+    pub async fn record_event(&self, ev: &EventRecord<'_>, now: Millis) -> Result<()> {
+        sqlx::query("INSERT INTO device_events (device_id, event_id, alarm_id, received_at, device_ts, kind) VALUES ($1, $2, NULL, $3, $4, $5) ON CONFLICT (device_id, event_id) DO NOTHING")
+            .bind(ev.device_id)
+            .bind(ev.event_id)
+            .bind(now)
+            .bind(ev.device_ts)
+            .bind(ev.kind)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The condition behind an open alarm went away (smoke cleared, device back online).
+    /// The alarm stays open for a person to resolve; the timeline records it.
+    pub async fn condition_cleared(
+        &self,
+        d: &Decision,
+        now: Millis,
+    ) -> Result<Option<AlarmUpdate>> {
+        let mut tx = self.pool.begin().await?;
+        let id: Option<String> = sqlx::query_scalar("SELECT id FROM alarms WHERE household_id = $1 AND condition_key = $2 AND state <> 'resolved'")
+            .bind(&d.household)
+            .bind(&d.condition_key)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(id) = id else { return Ok(None) };
+        let actor = d.device.as_ref().map(|dev| format!("device:{dev}"));
+        let update = append(
+            &mut tx,
+            &id,
+            now,
+            "cleared",
+            actor.as_deref(),
+            serde_json::json!({ "detail": d.detail }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(update))
+    }
+
+    // ----- people acting on alarms ----------------------------------------------------
+
+    pub async fn acknowledge(
+        &self,
+        alarm_id: &str,
+        by: &str,
+        via: &str,
+        note: Option<&str>,
+        now: Millis,
+    ) -> Result<AlarmUpdate> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("UPDATE alarms SET state = 'acknowledged', acked_at = $1, acked_by = $2, ack_via = $3, level_deadline_at = NULL, renotify_at = NULL WHERE id = $4 AND state IN ('raised', 'notified')")
+            .bind(now)
+            .bind(by)
+            .bind(via)
+            .bind(alarm_id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            let a = fetch_alarm(&mut tx, alarm_id).await?;
+            return Err(StoreError::Conflict(format!(
+                "alarm is already {} (by {})",
+                a.state,
+                a.acked_by.or(a.resolved_by).unwrap_or_else(|| "hub".into())
+            )));
+        }
+        let update = append(
+            &mut tx,
+            alarm_id,
+            now,
+            "acknowledged",
+            Some(by),
+            serde_json::json!({ "via": via, "note": note }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(update)
+    }
+
+    pub async fn resolve(
+        &self,
+        alarm_id: &str,
+        by: &str,
+        disposition: &str,
+        note: Option<&str>,
+        now: Millis,
+    ) -> Result<AlarmUpdate> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("UPDATE alarms SET state = 'resolved', resolved_at = $1, resolved_by = $2, disposition = $3, resolution_note = $4, acked_at = COALESCE(acked_at, $1), acked_by = COALESCE(acked_by, $2), ack_via = COALESCE(ack_via, 'resolve'), level_deadline_at = NULL, renotify_at = NULL WHERE id = $5 AND state <> 'resolved'")
+            .bind(now)
+            .bind(by)
+            .bind(disposition)
+            .bind(note)
+            .bind(alarm_id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            let a = fetch_alarm(&mut tx, alarm_id).await?;
+            return Err(StoreError::Conflict(format!(
+                "alarm is already resolved (by {})",
+                a.resolved_by.unwrap_or_default()
+            )));
+        }
+        let update = append(
+            &mut tx,
+            alarm_id,
+            now,
+            "resolved",
+            Some(by),
+            serde_json::json!({ "disposition": disposition, "note": note }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(update)
+    }
+
+    // ----- escalation -----------------------------------------------------------------
+
+    /// Who is notified at `level` for an alarm: 0 = the household's family and the
+    /// village staff, 1 = town staff, 2 = district staff. Highest priority first.
+    pub async fn recipients(&self, a: &Alarm, level: i64) -> Result<Vec<String>> {
+        let q = match level {
+            0 => sqlx::query("SELECT id FROM contacts WHERE (scope_kind = 'household' AND scope_id = $1) OR (scope_kind = 'village' AND scope_id = $2) ORDER BY priority DESC, id").bind(&a.household_id).bind(&a.village_id),
+            1 => sqlx::query("SELECT id FROM contacts WHERE scope_kind = 'town' AND scope_id = $1 ORDER BY priority DESC, id").bind(&a.town_id),
+            _ => sqlx::query("SELECT id FROM contacts WHERE scope_kind = 'district' ORDER BY priority DESC, id"),
+        };
+        let rows = q.fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+    }
+
+    /// Record that the current level was notified. A first notification moves the
+    /// alarm from `raised` to `notified`; `renotify_at` is the next repeat (or None).
+    pub async fn record_notified(
+        &self,
+        alarm_id: &str,
+        level: i64,
+        recipients: &[String],
+        channel: &str,
+        reason: &str,
+        now: Millis,
+    ) -> Result<AlarmUpdate> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE alarms SET state = 'notified' WHERE id = $1 AND state = 'raised'")
+            .bind(alarm_id)
+            .execute(&mut *tx)
+            .await?;
+        let update = append(&mut tx, alarm_id, now, "notified", Some("hub"), serde_json::json!({ "level": level, "recipients": recipients, "channel": channel, "reason": reason })).await?;
+        tx.commit().await?;
+        Ok(update)
+    }
+
+    /// Earliest pending escalation deadline of any open alarm.
+    pub async fn next_deadline(&self) -> Result<Option<Millis>> {
+        let t: Option<i64> = sqlx::query_scalar("SELECT MIN(t) FROM (SELECT MIN(level_deadline_at) AS t FROM alarms WHERE level_deadline_at IS NOT NULL UNION ALL SELECT MIN(renotify_at) AS t FROM alarms WHERE renotify_at IS NOT NULL UNION ALL SELECT MIN(overdue_at) AS t FROM alarms WHERE overdue_notified = 0 AND state <> 'resolved') AS d")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(t)
+    }
+
+    pub async fn due_alarms(&self, now: Millis) -> Result<Vec<Alarm>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {ALARM_COLUMNS} FROM alarms WHERE state <> 'resolved' AND (level_deadline_at <= $1 OR renotify_at <= $1 OR (overdue_notified = 0 AND overdue_at <= $1)) ORDER BY raised_at"
+        ))
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Climb one level. Conditional on the alarm still being unacknowledged at
+    /// `from_level` with the same deadline, so a step is taken at most once even if two
+    /// schedulers race or a restarted hub re-reads the same row.
+    pub async fn escalate(
+        &self,
+        a: &Alarm,
+        to_level: i64,
+        level_deadline_at: Option<i64>,
+        renotify_at: Option<i64>,
+        now: Millis,
+    ) -> Result<Option<AlarmUpdate>> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("UPDATE alarms SET level = $1, level_deadline_at = $2, renotify_at = $3 WHERE id = $4 AND level = $5 AND level_deadline_at = $6 AND state IN ('raised', 'notified')")
+            .bind(to_level)
+            .bind(level_deadline_at)
+            .bind(renotify_at)
+            .bind(&a.id)
+            .bind(a.level)
+            .bind(a.level_deadline_at)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let update = append(&mut tx, &a.id, now, "escalated", Some("hub"), serde_json::json!({ "from_level": a.level, "to_level": to_level, "reason": "not acknowledged in time" })).await?;
+        tx.commit().await?;
+        Ok(Some(update))
+    }
+
+    /// Move the repeat-notification clock; returns false if someone else moved it first.
+    pub async fn bump_renotify(&self, a: &Alarm, next: Option<i64>) -> Result<bool> {
+        let done = sqlx::query("UPDATE alarms SET renotify_at = $1 WHERE id = $2 AND renotify_at = $3 AND state IN ('raised', 'notified')")
+            .bind(next)
+            .bind(&a.id)
+            .bind(a.renotify_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn mark_overdue(&self, a: &Alarm, now: Millis) -> Result<Option<AlarmUpdate>> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("UPDATE alarms SET overdue_notified = 1 WHERE id = $1 AND overdue_notified = 0 AND state <> 'resolved'")
+            .bind(&a.id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let update = append(
+            &mut tx,
+            &a.id,
+            now,
+            "overdue",
+            Some("hub"),
+            serde_json::json!({ "reason": "not resolved in time", "raised_at": a.raised_at }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(update))
+    }
+
+    // ----- reading ----------------------------------------------------------------------
+
+    pub async fn alarm(&self, id: &str) -> Result<Alarm> {
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query_as(&format!("SELECT {ALARM_COLUMNS} FROM alarms WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("alarm {id}")))
+    }
+
+    pub async fn timeline(&self, alarm_id: &str) -> Result<Vec<TimelineEntry>> {
+        let rows = sqlx::query("SELECT seq, alarm_id, at, step, actor, detail FROM alarm_timeline WHERE alarm_id = $1 ORDER BY seq")
+            .bind(alarm_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(timeline_row).collect()
+    }
+
+    pub async fn list_alarms(&self, scope: &Scope, f: &AlarmFilter) -> Result<Vec<Alarm>> {
+        let mut qb = sqlx::QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {ALARM_COLUMNS} FROM alarms WHERE 1 = 1"
+        ));
+        push_scope(&mut qb, scope);
+        if f.open_only {
+            qb.push(" AND state <> 'resolved'");
+        }
+        for (col, val) in [
+            ("state", &f.state),
+            ("severity", &f.severity),
+            ("town_id", &f.town),
+            ("village_id", &f.village),
+            ("household_id", &f.household),
+        ] {
+            if let Some(v) = val {
+                qb.push(format!(" AND {col} = ")).push_bind(v.clone());
+            }
+        }
+        qb.push(" ORDER BY CASE severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END, raised_at LIMIT ")
+            .push_bind(f.limit.unwrap_or(200).clamp(1, 1000));
+        Ok(qb.build_query_as().fetch_all(&self.pool).await?)
+    }
+
+    /// Timeline steps after `since_seq` within a scope, oldest first: how a websocket
+    /// client that was disconnected catches up.
+    pub async fn updates_since(
+        &self,
+        scope: &Scope,
+        since_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<AlarmUpdate>> {
+        let mut qb = sqlx::QueryBuilder::<Sqlite>::new("SELECT t.seq, t.alarm_id, t.at, t.step, t.actor, t.detail FROM alarm_timeline t JOIN alarms a ON a.id = t.alarm_id WHERE t.seq > ");
+        qb.push_bind(since_seq);
+        push_scope(&mut qb, scope);
+        qb.push(" ORDER BY t.seq LIMIT ")
+            .push_bind(limit.clamp(1, 5000));
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let e = timeline_row(r)?;
+            let alarm = self.alarm(&e.alarm_id).await?;
+            out.push(AlarmUpdate {
+                seq: e.seq,
+                step: e.step,
+                at: e.at,
+                actor: e.actor,
+                detail: e.detail,
+                alarm,
+            });
+        }
+        Ok(out)
+    }
+
+    pub async fn latest_seq(&self) -> Result<i64> {
+        let s: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM alarm_timeline")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(s.unwrap_or(0))
+    }
+
+    // ----- rule engine memory -----------------------------------------------------------
+
+    pub async fn load_rule_state(&self) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT state FROM rule_state WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn save_rule_state(&self, state: &str, now: Millis) -> Result<()> {
+        sqlx::query("INSERT INTO rule_state (id, state, saved_at) VALUES (1, $1, $2) ON CONFLICT (id) DO UPDATE SET state = excluded.state, saved_at = excluded.saved_at")
+            .bind(state)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+fn push_scope(qb: &mut sqlx::QueryBuilder<'_, Sqlite>, scope: &Scope) {
+    match scope {
+        Scope::District => {}
+        Scope::Town(t) => {
+            qb.push(" AND town_id = ").push_bind(t.clone());
+        }
+        Scope::Village(v) => {
+            qb.push(" AND village_id = ").push_bind(v.clone());
+        }
+        Scope::Household(h) => {
+            qb.push(" AND household_id = ").push_bind(h.clone());
+        }
+    }
+}
+
+fn timeline_row(r: &sqlx::sqlite::SqliteRow) -> Result<TimelineEntry> {
+    let detail: String = r.try_get("detail")?;
+    Ok(TimelineEntry {
+        seq: r.try_get("seq")?,
+        alarm_id: r.try_get("alarm_id")?,
+        at: r.try_get("at")?,
+        step: r.try_get("step")?,
+        actor: r.try_get("actor")?,
+        detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::String(detail)),
+    })
+}
+
+async fn fetch_alarm(tx: &mut Transaction<'_, Sqlite>, id: &str) -> Result<Alarm> {
+    sqlx::query_as(&format!("SELECT {ALARM_COLUMNS} FROM alarms WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("alarm {id}")))
+}
+
+/// Append a timeline step and return it with the alarm as it now stands.
+async fn append(
+    tx: &mut Transaction<'_, Sqlite>,
+    alarm_id: &str,
+    at: Millis,
+    step: &str,
+    actor: Option<&str>,
+    detail: serde_json::Value,
+) -> Result<AlarmUpdate> {
+    let seq: i64 = sqlx::query_scalar("INSERT INTO alarm_timeline (alarm_id, at, step, actor, detail) VALUES ($1, $2, $3, $4, $5) RETURNING seq")
+        .bind(alarm_id)
+        .bind(at)
+        .bind(step)
+        .bind(actor)
+        .bind(detail.to_string())
+        .fetch_one(&mut **tx)
+        .await?;
+    let alarm = fetch_alarm(tx, alarm_id).await?;
+    Ok(AlarmUpdate {
+        seq,
+        step: step.to_owned(),
+        at,
+        actor: actor.map(str::to_owned),
+        detail,
+        alarm,
+    })
+}
