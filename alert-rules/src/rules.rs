@@ -644,9 +644,14 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// Rejects whatever key was not consumed, pointing at the first one in the text.
-    fn finish(&self, kind: &str, allowed: &[&str]) -> Result<(), RulesError> {
-        let first = self.entries.iter().min_by_key(|(_, e)| e.key_span.start);
+    /// Rejects any key (left) that a rule of this kind does not take,
+    /// pointing at the first one in the text.
+    fn check_keys(&self, kind: &str, allowed: &[&str]) -> Result<(), RulesError> {
+        let first = self
+            .entries
+            .iter()
+            .filter(|(k, _)| !COMMON_KEYS.contains(&k.as_str()) && !allowed.contains(&k.as_str()))
+            .min_by_key(|(_, e)| e.key_span.start);
         match first {
             None => Ok(()),
             Some((k, e)) => {
@@ -655,7 +660,7 @@ impl<'a> Fields<'a> {
                 Err(self.err(
                     &e.key_span,
                     format!(
-                        "unknown key `{k}` for a `{kind}` rule (allowed keys: {})",
+                        "unknown key `{k}` for rule kind `{kind}` (allowed keys: {})",
                         keys.join(", ")
                     ),
                 ))
@@ -740,31 +745,33 @@ fn build_rule(f: &mut Fields<'_>) -> Result<(Rule, Range<usize>), RulesError> {
         return Err(f.err(&title_span, "`title` must not be empty"));
     }
     let enabled = f.opt_bool("enabled")?.unwrap_or(true);
-    let (kind, allowed): (RuleKind, &[&str]) = match kind_name {
-        "instant" => (instant(f)?, &["signal"]),
-        "threshold" => (
-            threshold(f)?,
-            &[
-                "signal",
-                "above",
-                "below",
-                "for_minutes",
-                "clear_minutes",
-                "clear_margin",
-            ],
-        ),
-        "inactivity" => (inactivity(f)?, &["activity", "hours", "window"]),
-        "device_offline" => (
-            device_offline(f)?,
-            &[
-                "heartbeat_minutes",
-                "missed_heartbeats",
-                "offline_grace_minutes",
-            ],
-        ),
-        _ => (low_battery(f)?, &["below_percent", "clear_above_percent"]),
+    // Unknown keys first: a misspelt key is the likeliest cause of any later error.
+    let allowed: &[&str] = match kind_name {
+        "instant" => &["signal"],
+        "threshold" => &[
+            "signal",
+            "above",
+            "below",
+            "for_minutes",
+            "clear_minutes",
+            "clear_margin",
+        ],
+        "inactivity" => &["activity", "hours", "window"],
+        "device_offline" => &[
+            "heartbeat_minutes",
+            "missed_heartbeats",
+            "offline_grace_minutes",
+        ],
+        _ => &["below_percent", "clear_above_percent"],
     };
-    f.finish(kind_name, allowed)?;
+    f.check_keys(kind_name, allowed)?;
+    let kind = match kind_name {
+        "instant" => instant(f)?,
+        "threshold" => threshold(f)?,
+        "inactivity" => inactivity(f)?,
+        "device_offline" => device_offline(f)?,
+        _ => low_battery(f)?,
+    };
     let rule = Rule {
         id,
         severity,

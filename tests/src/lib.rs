@@ -1,1 +1,189 @@
-//! End-to-end tests live in tests/tests/.
+//! Test harness for the end-to-end tests in `tests/tests/`.
+//!
+//! [`TestHub::spawn`] starts a complete hub in-process: embedded broker and HTTP on
+//! ephemeral ports, a fresh SQLite file in a temporary directory, the demo district,
+//! and a [`ManualClock`] so escalation deadlines pass when the test says so.
+//! [`WsClient`] is a websocket board client; devices come from `device-sim`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use device_sim::{Device, DeviceConfig};
+use futures::{SinkExt, StreamExt};
+use hub::clock::{Clock, ManualClock, SystemClock};
+use hub::{App, Settings};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+
+pub const SECRET: &str = hub::demo::DEMO_DEVICE_SECRET;
+
+/// How long a test waits for something that should happen at once.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+pub struct TestHub {
+    pub app: App,
+    pub clock: ManualClock,
+    pub dir: Arc<tempfile::TempDir>,
+    pub http: String,
+}
+
+pub fn settings_for(dir: &std::path::Path) -> Settings {
+    let mut s = Settings::default();
+    s.database_url = format!("sqlite://{}", dir.join("anxin.db").display());
+    s.mqtt.listen = "127.0.0.1:0".parse().expect("addr");
+    s.mqtt.segment_bytes = 1024 * 1024;
+    s.http.listen = "127.0.0.1:0".parse().expect("addr");
+    s
+}
+
+impl TestHub {
+    pub async fn spawn() -> TestHub {
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let clock = ManualClock::new(SystemClock.now());
+        Self::start(dir, clock, None).await
+    }
+
+    /// Start a hub on `dir`'s database; `mqtt_port` reuses a port (restart tests).
+    pub async fn start(dir: Arc<tempfile::TempDir>, clock: ManualClock, mqtt_port: Option<u16>) -> TestHub {
+        let mut settings = settings_for(dir.path());
+        if let Some(p) = mqtt_port {
+            settings.mqtt.listen.set_port(p);
+        }
+        let store = hub::store::Store::connect(&settings.database_url).await.expect("db");
+        hub::demo::seed(&store, clock.now()).await.expect("seed");
+        let app = App::build(settings, Arc::new(clock.clone())).await.expect("hub starts");
+        let http = format!("http://{}", app.http_addr);
+        TestHub { app, clock, dir, http }
+    }
+
+    /// Graceful stop, then start again on the same database, clock and MQTT port.
+    pub async fn restart(self) -> TestHub {
+        let (dir, clock, port) = (self.dir.clone(), self.clock.clone(), self.app.mqtt_addr.port());
+        self.app.shutdown().await;
+        Self::start(dir, clock, Some(port)).await
+    }
+
+    pub fn device_config(&self, id: &str) -> DeviceConfig {
+        let mut c = DeviceConfig::new("127.0.0.1", self.app.mqtt_addr.port(), id, SECRET);
+        c.retry_every = Duration::from_millis(500);
+        c
+    }
+
+    pub async fn device(&self, id: &str) -> Device {
+        Device::connect(self.device_config(id), PATIENCE).await.expect("device connects")
+    }
+
+    pub async fn ws(&self, token: &str, scope: Option<&str>) -> WsClient {
+        WsClient::connect(&self.http, token, scope).await.expect("websocket connects")
+    }
+
+    pub fn api(&self) -> Api {
+        Api { base: self.http.clone(), http: reqwest::Client::new() }
+    }
+
+    pub fn advance(&self, secs: u64) {
+        self.clock.advance(Duration::from_secs(secs));
+    }
+
+    /// Poll `check` until it returns Some, or fail after [`PATIENCE`].
+    pub async fn eventually<T, F, Fut>(&self, what: &str, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        eventually(what, &mut check).await
+    }
+}
+
+pub async fn eventually<T, F, Fut>(what: &str, check: &mut F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// REST client with a contact token.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    pub async fn get(&self, token: &str, path: &str) -> (u16, Value) {
+        let r = self.http.get(format!("{}{path}", self.base)).bearer_auth(token).send().await.expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, token: &str, path: &str, body: Value) -> (u16, Value) {
+        let r = self.http.post(format!("{}{path}", self.base)).bearer_auth(token).json(&body).send().await.expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn alarm(&self, token: &str, id: &str) -> Value {
+        let (status, body) = self.get(token, &format!("/api/alarms/{id}")).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+}
+
+/// A websocket board client.
+pub struct WsClient {
+    stream: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    pub hello: Value,
+}
+
+impl WsClient {
+    pub async fn connect(http: &str, token: &str, scope: Option<&str>) -> anyhow::Result<WsClient> {
+        let mut url = format!("{}/api/ws?token={token}", http.replacen("http://", "ws://", 1));
+        if let Some(s) = scope {
+            url.push_str(&format!("&scope={s}"));
+        }
+        let (mut stream, _) = tokio_tungstenite::connect_async(url).await.context("ws connect")?;
+        let hello = match tokio::time::timeout(PATIENCE, stream.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str(&t)?,
+            other => anyhow::bail!("no hello: {other:?}"),
+        };
+        Ok(WsClient { stream, hello })
+    }
+
+    /// Next alarm message, or None if nothing arrives within `within`.
+    pub async fn next_within(&mut self, within: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).ok(),
+                Ok(Some(Ok(_))) => continue,
+                _ => return None,
+            }
+        }
+    }
+
+    /// Wait for the first message matching `pred`, skipping others.
+    pub async fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_within(left).await {
+                Some(v) if pred(&v) => return v,
+                Some(_) => continue,
+                None => panic!("websocket: timed out waiting for {what}"),
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.stream.send(Message::Close(None)).await;
+    }
+}
