@@ -184,8 +184,8 @@ impl Threshold {
 
     /// Back in range by at least the margin. `v` must be finite.
     pub(crate) fn back_in_range(&self, v: f64) -> bool {
-        self.above.map_or(true, |a| v <= a - self.margin)
-            && self.below.map_or(true, |b| v >= b + self.margin)
+        !matches!(self.above, Some(a) if v > a - self.margin)
+            && !matches!(self.below, Some(b) if v < b + self.margin)
     }
 
     /// "above 35 °C" / "below 10 °C" for the side `v` is on.
@@ -450,6 +450,9 @@ fn parse_offset(s: &str) -> Result<i32, String> {
     Ok(sign * (h * 60 + m))
 }
 
+/// A value and the span of its text.
+type WithSpan<T> = (T, Range<usize>);
+
 struct Entry {
     value: Value,
     key_span: Range<usize>,
@@ -606,10 +609,7 @@ impl<'a> Fields<'a> {
         )
     }
 
-    fn opt_str_list(
-        &mut self,
-        key: &str,
-    ) -> Result<Option<(Vec<String>, Range<usize>)>, RulesError> {
+    fn opt_str_list(&mut self, key: &str) -> Result<Option<WithSpan<Vec<String>>>, RulesError> {
         match self.entries.remove(key) {
             None => Ok(None),
             Some(Entry {

@@ -161,7 +161,10 @@ fn check(name: &str, rules: &str, steps: &[&str], expected: &[&str]) -> Vec<Deci
         );
         if let Some(now) = now {
             if line.ends_with("tick") {
-                assert!(engine.clone().tick(now).is_empty(), "{name}: second tick at `{line}` not idempotent");
+                assert!(
+                    engine.clone().tick(now).is_empty(),
+                    "{name}: second tick at `{line}` not idempotent"
+                );
                 assert!(
                     engine.clone().tick(now - HOUR).is_empty(),
                     "{name}: tick with an earlier now raised something after `{line}`"
@@ -765,27 +768,25 @@ fn meters_as_activity() {
     for (name, steps, expected) in cases {
         check(name, WATER, steps, expected);
     }
-    let cases: &[Case] = &[
-        (
-            "power draw above standby and energy rise count",
-            &[
-                "watch h1 d0 00:00",
-                "d0 00:30 h1/pm power 10.0 20",
-                "d0 01:00 tick",
-                "d0 01:10 h1/pm power 10.005 25",
-                "d0 01:20 h1/pm power 10.015 5",
-                "d0 02:19 tick",
-                "d0 02:20 tick",
-                "d0 02:30 h1/pm power 10.015 45",
-            ],
-            &[
-                "raise no-power-use @d0 01:00",
-                "clear no-power-use @d0 01:20",
-                "raise no-power-use @d0 02:20",
-                "clear no-power-use @d0 02:30",
-            ],
-        ),
-    ];
+    let cases: &[Case] = &[(
+        "power draw above standby and energy rise count",
+        &[
+            "watch h1 d0 00:00",
+            "d0 00:30 h1/pm power 10.0 20",
+            "d0 01:00 tick",
+            "d0 01:10 h1/pm power 10.005 25",
+            "d0 01:20 h1/pm power 10.015 5",
+            "d0 02:19 tick",
+            "d0 02:20 tick",
+            "d0 02:30 h1/pm power 10.015 45",
+        ],
+        &[
+            "raise no-power-use @d0 01:00",
+            "clear no-power-use @d0 01:20",
+            "raise no-power-use @d0 02:20",
+            "clear no-power-use @d0 02:30",
+        ],
+    )];
     for (name, steps, expected) in cases {
         check(name, POWER, steps, expected);
     }
@@ -925,7 +926,10 @@ fn default_rules_with_local_time_and_overrides() {
         default,
         // 13:00 UTC = 21:00 local; next counted time starts 23:00 UTC (07:00 local)
         &["d0 13:00 h1/m1 motion 1", "d1 01:59 tick", "d1 02:00 tick"],
-        &["raise device-offline:m1 @d0 13:30", "raise no-activity-daytime @d1 02:00"],
+        &[
+            "raise device-offline:m1 @d0 13:30",
+            "raise no-activity-daytime @d1 02:00",
+        ],
     );
     let extra = RuleSet::default_rules()
         .with_overrides_toml(

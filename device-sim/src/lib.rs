@@ -10,6 +10,8 @@
 
 pub mod payload;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
@@ -75,6 +77,10 @@ pub struct Device {
     pub config: DeviceConfig,
     client: AsyncClient,
     from_hub: broadcast::Sender<FromHub>,
+    /// True between SUBACK and the next connection error: critical retries are only
+    /// published while connected, so a long outage does not pile up copies that all
+    /// reach the hub at once on reconnect.
+    connected: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -96,6 +102,8 @@ impl Device {
         let (from_hub, _) = broadcast::channel(256);
         let tx = from_hub.clone();
         let c2 = client.clone();
+        let connected = Arc::new(AtomicBool::new(false));
+        let up = connected.clone();
         let task = tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
             loop {
@@ -103,8 +111,11 @@ impl Device {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         backoff = Duration::from_millis(100);
                         // Clean session: subscribe again after every connect.
-                        let _ = c2.try_subscribe(payload::ack_topic(&id), QoS::AtLeastOnce);
-                        let _ = c2.try_subscribe(payload::errors_topic(&id), QoS::AtLeastOnce);
+                        // One SUBSCRIBE, so one SUBACK marks "connected".
+                        let _ = c2.try_subscribe_many([
+                            rumqttc::SubscribeFilter::new(payload::ack_topic(&id), QoS::AtLeastOnce),
+                            rumqttc::SubscribeFilter::new(payload::errors_topic(&id), QoS::AtLeastOnce),
+                        ]);
                         let _ = c2.try_publish(
                             payload::status_topic(&id),
                             QoS::AtLeastOnce,
@@ -113,6 +124,7 @@ impl Device {
                         );
                     }
                     Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        up.store(true, Ordering::SeqCst);
                         let _ = tx.send(FromHub::Connected);
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -128,6 +140,7 @@ impl Device {
                     }
                     Ok(_) => {}
                     Err(e) => {
+                        up.store(false, Ordering::SeqCst);
                         let _ = tx.send(FromHub::Disconnected(e.to_string()));
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -139,6 +152,7 @@ impl Device {
             config,
             client,
             from_hub,
+            connected,
             task,
         }
     }
@@ -208,8 +222,11 @@ impl Device {
         let mut rx = self.subscribe();
         let deadline = tokio::time::Instant::now() + give_up_after;
         loop {
-            // A failed publish (client channel closed) is retried like a lost one.
-            let _ = self.send(event).await;
+            // Only while connected; a reconnect triggers the next copy at once. A failed
+            // publish (client channel closed) is retried like a lost one.
+            if self.connected.load(Ordering::SeqCst) {
+                let _ = self.send(event).await;
+            }
             let round_end = (tokio::time::Instant::now() + self.config.retry_every).min(deadline);
             loop {
                 let msg = match tokio::time::timeout_at(round_end, rx.recv()).await {
