@@ -480,6 +480,23 @@ impl Engine {
         }
     }
 
+    /// Call once when the hub starts again after being down (after
+    /// [`Engine::with_state`]): nothing could be heard from any device while
+    /// the hub (and its broker) was away, so every device's last-seen
+    /// baseline moves up to `now` and pending Last Will hints are dropped.
+    /// Without this, a hub outage longer than the offline timeout raises
+    /// `device_offline` for every device at the first tick. Open conditions
+    /// are kept; inactivity timers are untouched (the outage still counts as
+    /// silence: better to ask than to miss).
+    pub fn reset_device_baselines(&mut self, now: Millis) {
+        for hs in self.state.households.values_mut() {
+            for ds in hs.devices.values_mut() {
+                ds.last_seen = ds.last_seen.max(now);
+                ds.offline_hint = None;
+            }
+        }
+    }
+
     fn advance_clock(&mut self, now: Millis) -> Millis {
         let clock = self.state.clock.map_or(now, |c| c.max(now));
         self.state.clock = Some(clock);
@@ -682,7 +699,7 @@ fn apply(
                     duration(t.saturating_sub(last))
                 );
                 hs.inactivity_open.remove(&rule.id);
-                out.push(ctx.decision(rule, Action::Clear, Some(device), false, t, detail));
+                out.push(ctx.decision(rule, Action::Clear, None, false, t, detail));
             }
         }
         for c in classes {

@@ -51,9 +51,13 @@
 //!   never later than `now`.
 //! * Before an observation is applied, the household's timers are brought up
 //!   to the observation's time, so the sequence of decisions per condition
-//!   does not depend on how often `tick` is called. (If the hub ticks rarely,
-//!   an observation may yield a Raise immediately followed by its Clear — e.g.
-//!   a device that was offline for an hour and just came back.)
+//!   does not depend on how often `tick` is called (a property test checks
+//!   this). If the hub ticks rarely, an observation may therefore yield a
+//!   Raise immediately followed by its Clear — e.g. a device that was offline
+//!   for an hour and just came back. Such timer decisions come first in the
+//!   returned list (it is sorted by `at`); the Raise an SOS press caused is
+//!   the Raise with `device == Some(obs.device)` and
+//!   `condition_key == rule_id`.
 //!
 //! ## Driving the engine
 //!
@@ -83,7 +87,9 @@
 //!   every enrolled household and device, so that a home or device that never
 //!   says anything is still noticed.
 //! * Persist [`Engine::state`] (it round-trips through `serde_json` exactly) and
-//!   rebuild with [`Engine::with_state`] after a restart.
+//!   rebuild with [`Engine::with_state`] after a restart; then call
+//!   [`Engine::reset_device_baselines`] so the hub's own downtime is not
+//!   mistaken for every device going offline.
 //!
 //! ## Semantics per rule kind
 //!
@@ -321,8 +327,10 @@ pub struct Decision {
     pub action: Action,
     /// Household concerned.
     pub household: String,
-    /// The device concerned, when the rule is per device (and, for instant
-    /// rules, the device that reported).
+    /// The device concerned: for per-device rules the device, for instant
+    /// rules the device that reported; `None` for inactivity rules. So a
+    /// decision with `device.is_some()` and `condition_key == rule_id` is
+    /// always from an instant rule (see also [`RuleSet::rule_kind`]).
     pub device: Option<String>,
     /// Id of the rule that decided.
     pub rule_id: String,

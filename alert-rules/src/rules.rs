@@ -351,6 +351,21 @@ impl RuleSet {
         self.rules_for(household).map(|r| r.id.as_str()).collect()
     }
 
+    /// The `kind` of rule `rule_id` (`"instant"`, `"threshold"`,
+    /// `"inactivity"`, `"device_offline"` or `"low_battery"`), if it exists.
+    pub fn rule_kind(&self, rule_id: &str) -> Option<&'static str> {
+        self.rules
+            .iter()
+            .find(|r| r.id == rule_id)
+            .map(|r| match r.kind {
+                RuleKind::Instant { .. } => "instant",
+                RuleKind::Threshold(_) => "threshold",
+                RuleKind::Inactivity(_) => "inactivity",
+                RuleKind::DeviceOffline(_) => "device_offline",
+                RuleKind::LowBattery(_) => "low_battery",
+            })
+    }
+
     /// The district's UTC offset in minutes (`"+08:00"` → 480), used for
     /// time-of-day windows. 0 when the file does not set `timezone_offset`.
     pub fn utc_offset_minutes(&self) -> i32 {

@@ -1238,3 +1238,21 @@ fn severity_and_signal_names() {
     let a = serde_json::to_string(&alert_rules::Action::Clear).unwrap();
     assert_eq!(a, "\"clear\"");
 }
+
+#[test]
+fn restart_does_not_blame_devices_for_hub_downtime() {
+    let mut e = Engine::new(RuleSet::from_toml_str(HEALTH).unwrap());
+    e.watch_device("h1", "d1", BASE);
+    let saved = e.state().to_json().unwrap();
+    // the hub was down for 5 hours
+    let restart = BASE + 5 * HOUR;
+    let mut e = Engine::with_state(e.rules().clone(), EngineState::from_json(&saved).unwrap());
+    e.reset_device_baselines(restart);
+    assert!(e.tick(restart).is_empty());
+    assert_eq!(e.next_deadline(), Some(restart + 30 * MIN));
+    assert_eq!(
+        e.rules().rule_kind("device-offline"),
+        Some("device_offline")
+    );
+    assert_eq!(e.rules().rule_kind("nope"), None);
+}

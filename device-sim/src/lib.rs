@@ -113,8 +113,14 @@ impl Device {
                         // Clean session: subscribe again after every connect.
                         // One SUBSCRIBE, so one SUBACK marks "connected".
                         let _ = c2.try_subscribe_many([
-                            rumqttc::SubscribeFilter::new(payload::ack_topic(&id), QoS::AtLeastOnce),
-                            rumqttc::SubscribeFilter::new(payload::errors_topic(&id), QoS::AtLeastOnce),
+                            rumqttc::SubscribeFilter::new(
+                                payload::ack_topic(&id),
+                                QoS::AtLeastOnce,
+                            ),
+                            rumqttc::SubscribeFilter::new(
+                                payload::errors_topic(&id),
+                                QoS::AtLeastOnce,
+                            ),
                         ]);
                         let _ = c2.try_publish(
                             payload::status_topic(&id),

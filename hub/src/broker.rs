@@ -6,9 +6,10 @@
 //!   device id, password = device secret, argon2-verified off the async threads, with a
 //!   small cache so reconnect storms do not re-hash).
 //! - **A topic ACL** ([`AclV4`]): rumqttd has none, so the MQTT codec is wrapped. A
-//!   device may publish and subscribe only under `anxin/v1/devices/<its id>/`. A publish
-//!   elsewhere is re-routed to `anxin/v1/hub/violations/<its id>` (the hub reports it to
-//!   the device and counts it; the victim device never sees it); a subscription elsewhere
+//!   device may publish only on its own `events` and `status` topics and subscribe only
+//!   under `anxin/v1/devices/<its id>/`. Any other publish is re-routed to
+//!   `anxin/v1/hub/violations/<its id>` (the hub reports it to the device and counts it;
+//!   another device named in the topic never sees it); a subscription elsewhere
 //!   is pointed at a topic nothing publishes to; a Last Will outside its status topic
 //!   refuses the connection.
 //! - **Bind errors surface** (the listener runs under our runtime via `Server`, not
@@ -241,11 +242,24 @@ impl Protocol for AclV4 {
             }
             Packet::Publish(publish, _) if !self.is_hub() => {
                 let prefix = self.own_prefix().unwrap_or_default();
-                if prefix.is_empty() || !publish.topic.starts_with(prefix.as_bytes()) {
+                let topic = &publish.topic[..];
+                let own = !prefix.is_empty() && topic.starts_with(prefix.as_bytes());
+                let rest = if own {
+                    &topic[prefix.len()..]
+                } else {
+                    &b""[..]
+                };
+                if !(own && (rest == b"events" || rest == b"status")) {
                     let id = self.client_id.clone().unwrap_or_default();
-                    let original = String::from_utf8_lossy(&publish.topic).into_owned();
-                    publish.payload =
-                        Bytes::from(serde_json::json!({ "topic": original }).to_string());
+                    let original = String::from_utf8_lossy(topic).into_owned();
+                    let code = if own {
+                        "unknown_topic"
+                    } else {
+                        "topic_mismatch"
+                    };
+                    publish.payload = Bytes::from(
+                        serde_json::json!({ "topic": original, "code": code }).to_string(),
+                    );
                     publish.topic = Bytes::from(format!("{VIOLATIONS_PREFIX}{id}"));
                     publish.retain = false;
                 }

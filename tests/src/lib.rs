@@ -45,21 +45,38 @@ impl TestHub {
     }
 
     /// Start a hub on `dir`'s database; `mqtt_port` reuses a port (restart tests).
-    pub async fn start(dir: Arc<tempfile::TempDir>, clock: ManualClock, mqtt_port: Option<u16>) -> TestHub {
+    pub async fn start(
+        dir: Arc<tempfile::TempDir>,
+        clock: ManualClock,
+        mqtt_port: Option<u16>,
+    ) -> TestHub {
         let mut settings = settings_for(dir.path());
         if let Some(p) = mqtt_port {
             settings.mqtt.listen.set_port(p);
         }
-        let store = hub::store::Store::connect(&settings.database_url).await.expect("db");
+        let store = hub::store::Store::connect(&settings.database_url)
+            .await
+            .expect("db");
         hub::demo::seed(&store, clock.now()).await.expect("seed");
-        let app = App::build(settings, Arc::new(clock.clone())).await.expect("hub starts");
+        let app = App::build(settings, Arc::new(clock.clone()))
+            .await
+            .expect("hub starts");
         let http = format!("http://{}", app.http_addr);
-        TestHub { app, clock, dir, http }
+        TestHub {
+            app,
+            clock,
+            dir,
+            http,
+        }
     }
 
     /// Graceful stop, then start again on the same database, clock and MQTT port.
     pub async fn restart(self) -> TestHub {
-        let (dir, clock, port) = (self.dir.clone(), self.clock.clone(), self.app.mqtt_addr.port());
+        let (dir, clock, port) = (
+            self.dir.clone(),
+            self.clock.clone(),
+            self.app.mqtt_addr.port(),
+        );
         self.app.shutdown().await;
         Self::start(dir, clock, Some(port)).await
     }
@@ -71,15 +88,22 @@ impl TestHub {
     }
 
     pub async fn device(&self, id: &str) -> Device {
-        Device::connect(self.device_config(id), PATIENCE).await.expect("device connects")
+        Device::connect(self.device_config(id), PATIENCE)
+            .await
+            .expect("device connects")
     }
 
     pub async fn ws(&self, token: &str, scope: Option<&str>) -> WsClient {
-        WsClient::connect(&self.http, token, scope).await.expect("websocket connects")
+        WsClient::connect(&self.http, token, scope)
+            .await
+            .expect("websocket connects")
     }
 
     pub fn api(&self) -> Api {
-        Api { base: self.http.clone(), http: reqwest::Client::new() }
+        Api {
+            base: self.http.clone(),
+            http: reqwest::Client::new(),
+        }
     }
 
     pub fn advance(&self, secs: u64) {
@@ -106,7 +130,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -120,13 +147,26 @@ pub struct Api {
 
 impl Api {
     pub async fn get(&self, token: &str, path: &str) -> (u16, Value) {
-        let r = self.http.get(format!("{}{path}", self.base)).bearer_auth(token).send().await.expect("request");
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn post(&self, token: &str, path: &str, body: Value) -> (u16, Value) {
-        let r = self.http.post(format!("{}{path}", self.base)).bearer_auth(token).json(&body).send().await.expect("request");
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -140,17 +180,24 @@ impl Api {
 
 /// A websocket board client.
 pub struct WsClient {
-    stream: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    stream: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
     pub hello: Value,
 }
 
 impl WsClient {
     pub async fn connect(http: &str, token: &str, scope: Option<&str>) -> anyhow::Result<WsClient> {
-        let mut url = format!("{}/api/ws?token={token}", http.replacen("http://", "ws://", 1));
+        let mut url = format!(
+            "{}/api/ws?token={token}",
+            http.replacen("http://", "ws://", 1)
+        );
         if let Some(s) = scope {
             url.push_str(&format!("&scope={s}"));
         }
-        let (mut stream, _) = tokio_tungstenite::connect_async(url).await.context("ws connect")?;
+        let (mut stream, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .context("ws connect")?;
         let hello = match tokio::time::timeout(PATIENCE, stream.next()).await {
             Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str(&t)?,
             other => anyhow::bail!("no hello: {other:?}"),

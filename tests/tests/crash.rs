@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use anxin_tests::{SECRET, PATIENCE};
+use anxin_tests::{PATIENCE, SECRET};
 use device_sim::{payload, Device, DeviceConfig, FromHub};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -18,15 +18,25 @@ fn hub_binary() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// Start the hub binary; returns once it logged "hub started". With `failpoint`, it
 /// reports on stderr when the failpoint is reached; the returned receiver gets those lines.
-async fn start_hub(dir: &Path, mqtt_port: u16, failpoint: Option<&str>) -> (Child, tokio::sync::mpsc::UnboundedReceiver<String>) {
+async fn start_hub(
+    dir: &Path,
+    mqtt_port: u16,
+    failpoint: Option<&str>,
+) -> (Child, tokio::sync::mpsc::UnboundedReceiver<String>) {
     let mut cmd = Command::new(hub_binary());
     cmd.arg("--demo")
-        .env("HUB_DATABASE_URL", format!("sqlite://{}", dir.join("anxin.db").display()))
+        .env(
+            "HUB_DATABASE_URL",
+            format!("sqlite://{}", dir.join("anxin.db").display()),
+        )
         .env("HUB_MQTT__LISTEN", format!("127.0.0.1:{mqtt_port}"))
         .env("HUB_HTTP__LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "info")
@@ -51,7 +61,11 @@ async fn start_hub(dir: &Path, mqtt_port: u16, failpoint: Option<&str>) -> (Chil
     (child, rx)
 }
 
-async fn wait_line(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>, needle: &str, within: Duration) -> String {
+async fn wait_line(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    needle: &str,
+    within: Duration,
+) -> String {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
@@ -63,8 +77,13 @@ async fn wait_line(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>, needle
 }
 
 async fn count(dir: &Path, sql: &str) -> i64 {
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.join("anxin.db").display())).await.expect("db");
-    let n: i64 = sqlx::query_scalar(sql).fetch_one(&pool).await.expect("query");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.join("anxin.db").display()))
+        .await
+        .expect("db");
+    let n: i64 = sqlx::query_scalar(sql)
+        .fetch_one(&pool)
+        .await
+        .expect("query");
     pool.close().await;
     n
 }
@@ -80,7 +99,9 @@ async fn killed_at(failpoint: &str, expect_result: &str) {
     // Longer than a debug-build hub needs to commit and ack, so that a retry after the
     // restart is not overtaken by a second copy of itself.
     cfg.retry_every = Duration::from_secs(2);
-    let dev = Device::connect(cfg, PATIENCE).await.expect("device connects");
+    let dev = Device::connect(cfg, PATIENCE)
+        .await
+        .expect("device connects");
     let mut from_hub = dev.subscribe();
     let sos = payload::event("sos", json!({}));
     let event_id = sos["event_id"].as_str().expect("id").to_owned();
@@ -89,7 +110,12 @@ async fn killed_at(failpoint: &str, expect_result: &str) {
         (dev, ack)
     });
 
-    wait_line(&mut log, &format!("FAILPOINT {failpoint} {event_id}"), PATIENCE).await;
+    wait_line(
+        &mut log,
+        &format!("FAILPOINT {failpoint} {event_id}"),
+        PATIENCE,
+    )
+    .await;
     hub.start_kill().expect("kill");
     let _ = hub.wait().await;
 
@@ -101,7 +127,9 @@ async fn killed_at(failpoint: &str, expect_result: &str) {
 
     // A second, new SOS: once its ack is in, every straggling ack of the first has arrived too.
     let second = payload::event("sos", json!({}));
-    dev.send_critical(&second, PATIENCE).await.expect("second SOS acknowledged");
+    dev.send_critical(&second, PATIENCE)
+        .await
+        .expect("second SOS acknowledged");
     let mut acks_for_first = 0;
     while let Ok(msg) = from_hub.try_recv() {
         if let FromHub::Ack(v) = msg {
@@ -115,9 +143,27 @@ async fn killed_at(failpoint: &str, expect_result: &str) {
     hub.start_kill().expect("kill");
     let _ = hub.wait().await;
 
-    assert_eq!(count(dir.path(), "SELECT COUNT(*) FROM alarms").await, 1, "one alarm: the second SOS attached to it");
-    assert_eq!(count(dir.path(), &format!("SELECT COUNT(*) FROM alarms WHERE id = '{alarm_id}' AND repeat_count = 1")).await, 1);
-    assert_eq!(count(dir.path(), &format!("SELECT COUNT(*) FROM device_events WHERE event_id = '{event_id}'")).await, 1);
+    assert_eq!(
+        count(dir.path(), "SELECT COUNT(*) FROM alarms").await,
+        1,
+        "one alarm: the second SOS attached to it"
+    );
+    assert_eq!(
+        count(
+            dir.path(),
+            &format!("SELECT COUNT(*) FROM alarms WHERE id = '{alarm_id}' AND repeat_count = 1")
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            dir.path(),
+            &format!("SELECT COUNT(*) FROM device_events WHERE event_id = '{event_id}'")
+        )
+        .await,
+        1
+    );
 }
 
 #[tokio::test]

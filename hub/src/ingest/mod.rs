@@ -157,14 +157,25 @@ impl Handler {
                 }
             }
             Inbound::Violation(device) => {
-                let original = serde_json::from_slice::<serde_json::Value>(&p.payload)
-                    .ok()
-                    .and_then(|v| v.get("topic").and_then(|t| t.as_str()).map(str::to_owned))
-                    .unwrap_or_default();
-                let rej = Rejection {
-                    code: ErrorCode::TopicMismatch,
-                    reason: format!("device {device} may only publish under anxin/v1/devices/{device}/; the message was not delivered"),
-                    event_id: None,
+                // Written by the broker's ACL layer: {"topic": <original>, "code": <why>}.
+                let v = serde_json::from_slice::<serde_json::Value>(&p.payload).unwrap_or_default();
+                let original = v
+                    .get("topic")
+                    .and_then(|t| t.as_str())
+                    .unwrap_or_default()
+                    .to_owned();
+                let rej = if v.get("code").and_then(|c| c.as_str()) == Some("unknown_topic") {
+                    Rejection {
+                        code: ErrorCode::UnknownTopic,
+                        reason: format!("devices publish only on anxin/v1/devices/{device}/events and .../status; the message was not delivered"),
+                        event_id: None,
+                    }
+                } else {
+                    Rejection {
+                        code: ErrorCode::TopicMismatch,
+                        reason: format!("device {device} may only publish under anxin/v1/devices/{device}/; the message was not delivered"),
+                        event_id: None,
+                    }
                 };
                 self.reject(Some(&device), &original, rej).await;
             }
