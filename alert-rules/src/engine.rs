@@ -206,6 +206,7 @@ impl ThresholdState {
             Some((Action::Clear, due))
         } else {
             self.raised = true;
+            self.beyond_since = None;
             self.in_range_since = None;
             Some((Action::Raise, due))
         }
@@ -267,6 +268,24 @@ fn activity_of(signal: &Signal, ds: &mut DeviceState) -> Vec<ActivityClass> {
             }
         }
         _ => Vec::new(),
+    }
+}
+
+/// What an instant signal means when on / off, for decision details.
+fn phrases(signal: &str) -> (&'static str, &'static str) {
+    match signal {
+        "sos" => ("SOS button pressed", ""),
+        "fall" => ("fall detected", ""),
+        "smoke" => ("smoke detected", "no smoke"),
+        "gas" => ("gas detected", "no gas"),
+        "water_leak" => ("water leak detected", "no water leak"),
+        "motion" => ("motion detected", "no motion"),
+        "door" => ("door open", "door closed"),
+        "bed" => ("bed occupied", "bed empty"),
+        "heartbeat" => ("heartbeat received", ""),
+        "online" => ("device online", ""),
+        "offline" => ("device offline (last will)", ""),
+        _ => ("signal reported", "signal back to normal"),
     }
 }
 
@@ -711,9 +730,9 @@ fn apply(
     for rule in rules.rules_for(ctx.household) {
         match &rule.kind {
             RuleKind::Instant { signal, flag } if *signal == obs.signal.name() => {
-                let what = obs.signal.name().replace('_', " ");
+                let (on, off) = phrases(obs.signal.name());
                 if !*flag {
-                    let detail = format!("{what} reported by device {device}");
+                    let detail = format!("{on} (device {device})");
                     out.push(ctx.decision(rule, Action::Raise, Some(device), false, t, detail));
                     continue;
                 }
@@ -723,7 +742,7 @@ fn apply(
                             .entry(rule.id.clone())
                             .or_default()
                             .insert(obs.device.clone());
-                        let detail = format!("{what} reported on by device {device}");
+                        let detail = format!("{on} (device {device})");
                         out.push(ctx.decision(rule, Action::Raise, Some(device), false, t, detail));
                     }
                     Some(false) => {
@@ -734,7 +753,7 @@ fn apply(
                         if now_empty {
                             hs.instant_active.remove(&rule.id);
                             let detail = format!(
-                                "{what} reported off by device {device}; no device in the household reports it any more"
+                                "{off} (device {device}); no device in the household still reports {on}"
                             );
                             out.push(ctx.decision(
                                 rule,

@@ -130,6 +130,29 @@
 //! clear or move a baseline, but the message still counts as "heard from the
 //! device".
 //!
+//! ## Rule file reference
+//!
+//! `rules/default.toml` ([`RuleSet::DEFAULT_TOML`]) is the commented example.
+//! Top level: `timezone_offset = "+08:00"` (fixed offset, no daylight saving;
+//! default `"+00:00"`), then `[[rule]]` and `[[override]]` tables.
+//!
+//! | kind             | keys (default)                                                                 |
+//! |------------------|--------------------------------------------------------------------------------|
+//! | every rule       | `id`, `kind`, `severity`, `title` (required), `enabled` (true)                  |
+//! | `instant`        | `signal`: `sos fall smoke gas water_leak motion door bed heartbeat online offline` |
+//! | `threshold`      | `signal`: `temperature heart_rate battery power_w`; `above` and/or `below`; `for_minutes` (0), `clear_minutes` (0), `clear_margin` (0) |
+//! | `inactivity`     | `activity` (list of classes), `hours` (> 0), `window` (none)                    |
+//! | `device_offline` | `heartbeat_minutes` (> 0), `missed_heartbeats` (3), `offline_grace_minutes` (2) |
+//! | `low_battery`    | `below_percent`, `clear_above_percent` (`below_percent` + 10, at most 100)      |
+//! | `[[override]]`   | `household`, `rule`, then any key of that rule's kind except `id`/`kind`, e.g. `enabled = false` |
+//!
+//! Mistakes are reported as [`RulesError`] with the line and column of the
+//! offending key or value: TOML syntax, unknown keys (typos), unknown signal,
+//! kind or activity class, bad window or offset, non-positive durations,
+//! duplicate ids, `below` not under `above`, overrides naming unknown rules.
+//! Several overrides for the same household and rule merge in order; more
+//! override text can be layered with [`RuleSet::with_overrides_toml`].
+//!
 //! Per-household `[[override]]` tables change any parameter of a rule for one
 //! household, or disable it there with `enabled = false`. If a rule is
 //! disabled (or removed) while its condition is open, the engine emits no Clear

@@ -122,12 +122,14 @@ impl Default for Settings {
 
 impl Settings {
     /// Defaults, then the file (if given), then `HUB_*` environment variables.
-    pub fn load(file: Option<&Path>) -> Result<Settings, figment::Error> {
+    pub fn load(file: Option<&Path>) -> Result<Settings, Box<figment::Error>> {
         let mut fig = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(path) = file {
             fig = fig.merge(Toml::file_exact(path));
         }
-        fig.merge(Env::prefixed("HUB_").split("__")).extract()
+        fig.merge(Env::prefixed("HUB_").split("__"))
+            .extract()
+            .map_err(Box::new)
     }
 }
 
@@ -136,11 +138,12 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's test jail dictates the closure type
     fn file_and_env_override_defaults() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("hub.toml", "[mqtt]\nlisten = \"127.0.0.1:1884\"\n")?;
             jail.set_env("HUB_HTTP__LISTEN", "127.0.0.1:9000");
-            let s = Settings::load(Some(Path::new("hub.toml")))?;
+            let s = Settings::load(Some(Path::new("hub.toml"))).map_err(|e| *e)?;
             assert_eq!(s.mqtt.listen.port(), 1884);
             assert_eq!(s.http.listen.port(), 9000);
             assert_eq!(s.escalation.critical.ack_deadlines_secs, vec![180, 300]);

@@ -29,8 +29,10 @@ pub struct TestHub {
 }
 
 pub fn settings_for(dir: &std::path::Path) -> Settings {
-    let mut s = Settings::default();
-    s.database_url = format!("sqlite://{}", dir.join("anxin.db").display());
+    let mut s = Settings {
+        database_url: format!("sqlite://{}", dir.join("anxin.db").display()),
+        ..Default::default()
+    };
     s.mqtt.listen = "127.0.0.1:0".parse().expect("addr");
     s.mqtt.segment_bytes = 1024 * 1024;
     s.http.listen = "127.0.0.1:0".parse().expect("addr");

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anxin_tests::{PATIENCE, SECRET};
 use device_sim::{payload, Device, DeviceConfig, FromHub};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -133,7 +133,7 @@ async fn killed_at(failpoint: &str, expect_result: &str) {
     let mut acks_for_first = 0;
     while let Ok(msg) = from_hub.try_recv() {
         if let FromHub::Ack(v) = msg {
-            if v["event_id"] == Value::from(event_id.clone()) {
+            if v["event_id"].as_str() == Some(event_id.as_str()) {
                 acks_for_first += 1;
             }
         }

@@ -263,11 +263,11 @@ async fn scope_is_enforced_on_rest_and_websocket() {
             .collect()
     };
     let (_, v1) = api.get("demo-village-1", "/api/alarms").await;
-    assert_eq!(ids(&v1), [in_v1.clone()]);
+    assert_eq!(ids(&v1), vec![in_v1.as_str()]);
     let (_, t1) = api.get("demo-town-1", "/api/alarms").await;
-    assert_eq!(ids(&t1), [in_v1.clone()]);
+    assert_eq!(ids(&t1), vec![in_v1.as_str()]);
     let (_, fam) = api.get("demo-family-1", "/api/alarms").await;
-    assert_eq!(ids(&fam), [in_v1.clone()]);
+    assert_eq!(ids(&fam), vec![in_v1.as_str()]);
     let (_, d) = api.get("demo-district", "/api/alarms").await;
     assert_eq!(ids(&d).len(), 2);
 
