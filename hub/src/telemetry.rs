@@ -21,9 +21,11 @@ pub fn prometheus_handle() -> Option<Arc<PrometheusHandle>> {
         .clone()
 }
 
+/// `RUST_LOG` overrides. rumqttd is silenced by default: it logs ordinary client
+/// disconnects at ERROR level; use `RUST_LOG=info,rumqttd=warn` to debug the broker.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,rumqttd=warn,sqlx=warn".into());
+        .unwrap_or_else(|_| "info,rumqttd=off,sqlx=warn".into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
