@@ -368,3 +368,25 @@ async fn scope_is_enforced_on_rest_and_websocket() {
         ]
     );
 }
+
+/// The README walkthrough: a third-party client (mosquitto_pub) publishing the
+/// documented topic and payload raises an alarm on the right village's board.
+/// (Latency is measured by `sos-latency`, not asserted here.)
+#[tokio::test]
+async fn documented_mosquitto_pub_sos_reaches_the_village_board() {
+    let hub = TestHub::spawn().await;
+    let mut board = hub.ws("demo-village-1", None).await;
+    let payload = json!({"v": 1, "event_id": "walkthrough-1", "ts": "2026-11-29T08:30:00+08:00", "kind": "sos"}).to_string();
+    let port = hub.app.mqtt_addr.port().to_string();
+    let status = tokio::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port, "-V", "mqttv311", "-q", "1"])
+        .args(["-i", "demo-pendant-1", "-u", "demo-pendant-1", "-P", "demo-secret"])
+        .args(["-t", "anxin/v1/devices/demo-pendant-1/events", "-m", &payload])
+        .status()
+        .await
+        .expect("mosquitto_pub is installed (apt-get install mosquitto-clients)");
+    assert!(status.success());
+    let raised = board.wait_for("raised", |v| is_step(v, "raised")).await;
+    assert_eq!(raised["alarm"]["household_id"], "h-1");
+    assert_eq!(raised["detail"]["event_id"], "walkthrough-1");
+}
