@@ -66,6 +66,9 @@ impl RulesStage {
         };
         let mut engine = Engine::with_state(rules, state);
         let now = alarms.now();
+        // The hub was down, not the devices: nobody heard them meanwhile, so health
+        // timers restart now instead of raising "offline" for every device at once.
+        engine.reset_device_baselines(now);
         for h in alarms.store.household_ids().await? {
             engine.watch_household(&h, now);
         }
@@ -169,10 +172,16 @@ impl RulesStage {
         let now = self.alarms.now();
         let mut alarm_id = None;
         for d in self.engine.observe(obs, now) {
-            // The event is recorded with the first alarm it raised (one row per event id).
-            let event = (d.action == Action::Raise && alarm_id.is_none()).then_some(&record);
+            // `observe` may also return timer decisions that came due; the event belongs to
+            // the instant rule that this device's report raised (one row per event id).
+            let this_event = d.action == Action::Raise
+                && d.device.as_deref() == Some(obs.device.as_str())
+                && self.engine.rules().rule_kind(&d.rule_id) == Some("instant");
+            let event = (this_event && alarm_id.is_none()).then_some(&record);
             if let Some(raised) = self.alarms.apply(&d, event).await? {
-                alarm_id.get_or_insert(raised.alarm.id);
+                if event.is_some() {
+                    alarm_id = Some(raised.alarm.id);
+                }
             }
         }
         if alarm_id.is_none() {

@@ -380,8 +380,20 @@ async fn documented_mosquitto_pub_sos_reaches_the_village_board() {
     let port = hub.app.mqtt_addr.port().to_string();
     let status = tokio::process::Command::new("mosquitto_pub")
         .args(["-h", "127.0.0.1", "-p", &port, "-V", "mqttv311", "-q", "1"])
-        .args(["-i", "demo-pendant-1", "-u", "demo-pendant-1", "-P", "demo-secret"])
-        .args(["-t", "anxin/v1/devices/demo-pendant-1/events", "-m", &payload])
+        .args([
+            "-i",
+            "demo-pendant-1",
+            "-u",
+            "demo-pendant-1",
+            "-P",
+            "demo-secret",
+        ])
+        .args([
+            "-t",
+            "anxin/v1/devices/demo-pendant-1/events",
+            "-m",
+            &payload,
+        ])
         .status()
         .await
         .expect("mosquitto_pub is installed (apt-get install mosquitto-clients)");
