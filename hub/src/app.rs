@@ -32,6 +32,8 @@ pub struct App {
     pub mqtt_addr: SocketAddr,
     pub store: Store,
     pub alarms: AlarmService,
+    /// Observations the rules stage has finished handling.
+    pub processed: Arc<std::sync::atomic::AtomicU64>,
     /// Stops ingest (and with it everything downstream) and the servers.
     shutdown: CancellationToken,
     /// Only the escalation scheduler and http; the rules stage drains on its own.
@@ -78,6 +80,7 @@ impl App {
             Duration::from_secs(settings.rules.save_state_secs),
         )
         .await?;
+        let processed = stage.processed.clone();
         let rules_task = tokio::spawn(stage.run(rules_rx, CancellationToken::new()));
         tracker.spawn(crate::escalation::run(alarms.clone(), servers.clone()));
 
@@ -131,6 +134,7 @@ impl App {
             mqtt_addr: broker.addr,
             store,
             alarms,
+            processed,
             shutdown,
             servers,
             pipeline: vec![ingest_task, rules_task],

@@ -6,6 +6,8 @@
 //! the event id, for de-duplication) is committed, and ingest acknowledges the device
 //! only then.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use alert_rules::{Action, Engine, EngineState, Observation, RuleSet};
@@ -40,6 +42,9 @@ pub struct Input {
 
 pub struct RulesStage {
     pub engine: Engine,
+    /// Observations fully handled (decisions applied): lets tests and operators see the
+    /// stage keep up with ingest.
+    pub processed: Arc<AtomicU64>,
     pub alarms: AlarmService,
     pub tick_every: Duration,
     pub save_every: Duration,
@@ -77,6 +82,7 @@ impl RulesStage {
         }
         Ok(Self {
             engine,
+            processed: Arc::new(AtomicU64::new(0)),
             alarms,
             tick_every,
             save_every,
@@ -95,7 +101,11 @@ impl RulesStage {
                 .max(now);
             tokio::select! {
                 msg = input.recv() => match msg {
-                    Some(msg) => self.handle(msg).await,
+                    Some(msg) => {
+                        self.handle(msg).await;
+                        self.processed.fetch_add(1, Ordering::Release);
+                        metrics::counter!("anxin_observations_processed_total").increment(1);
+                    }
                     // Ingest stopped: everything upstream is drained.
                     None => break,
                 },

@@ -41,9 +41,13 @@ pub fn settings_for(dir: &std::path::Path) -> Settings {
 
 impl TestHub {
     pub async fn spawn() -> TestHub {
+        Self::spawn_at(SystemClock.now()).await
+    }
+
+    /// A hub whose clock starts at `start` (unix ms): for rules with time-of-day windows.
+    pub async fn spawn_at(start: i64) -> TestHub {
         let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
-        let clock = ManualClock::new(SystemClock.now());
-        Self::start(dir, clock, None).await
+        Self::start(dir, ManualClock::new(start), None).await
     }
 
     /// Start a hub on `dir`'s database; `mqtt_port` reuses a port (restart tests).
@@ -52,6 +56,9 @@ impl TestHub {
         clock: ManualClock,
         mqtt_port: Option<u16>,
     ) -> TestHub {
+        if std::env::var_os("ANXIN_TEST_LOG").is_some() {
+            hub::telemetry::init_logging(); // e.g. ANXIN_TEST_LOG=1 RUST_LOG=hub=debug
+        }
         let mut settings = settings_for(dir.path());
         if let Some(p) = mqtt_port {
             settings.mqtt.listen.set_port(p);
@@ -110,6 +117,21 @@ impl TestHub {
 
     pub fn advance(&self, secs: u64) {
         self.clock.advance(Duration::from_secs(secs));
+    }
+
+    /// Observations the rules stage has handled so far.
+    pub fn processed(&self) -> u64 {
+        self.app
+            .processed
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Wait until the rules stage has handled `n` observations in all.
+    pub async fn wait_processed(&self, n: u64) {
+        self.eventually(&format!("{n} observations processed"), || async {
+            (self.processed() >= n).then_some(())
+        })
+        .await
     }
 
     /// Poll `check` until it returns Some, or fail after [`PATIENCE`].
