@@ -482,7 +482,10 @@ mod tests {
         );
         ok(r#""kind":"heartbeat","extra":"ignored""#, Signal::Heartbeat);
 
-        check(r#"{"v":1,"event_id":"z","ts":"2026-11-29T00:30:00Z","kind":"sos"}"#, Ok(Signal::Sos));
+        check(
+            r#"{"v":1,"event_id":"z","ts":"2026-11-29T00:30:00Z","kind":"sos"}"#,
+            Ok(Signal::Sos),
+        );
 
         let bad = |payload: &str, code: ErrorCode| check(payload, Err(code));
         bad("{not json", ErrorCode::InvalidJson);
