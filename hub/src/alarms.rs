@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use alert_rules::{Action, Decision, Millis};
-use tokio::sync::Notify;
+use tokio::sync::{Mutex, Notify};
 
 use crate::clock::SharedClock;
 use crate::config::{EscalationPolicy, EscalationSettings};
@@ -23,6 +23,10 @@ pub struct AlarmService {
     pub escalation: Arc<EscalationSettings>,
     /// Wakes the escalation scheduler when a new deadline may be earlier than the one it sleeps on.
     pub escalation_wake: Arc<Notify>,
+    /// Held across "commit a step, publish it": steps reach the bus in the order of their
+    /// sequence numbers, so a websocket client never sees seq 11 before seq 10. (SQLite
+    /// serialises writes anyway; this only orders the publishes.)
+    pub order: Arc<Mutex<()>>,
 }
 
 impl AlarmService {
@@ -59,12 +63,14 @@ impl AlarmService {
                     renotify_at,
                     overdue_at: policy.overdue_after_secs.map(|s| now + (s as i64) * 1000),
                 };
+                let guard = self.order.lock().await;
                 let raised = self.store.raise(d, deadlines, event, now).await?;
+                self.bus.publish(raised.update.clone());
+                drop(guard);
                 if raised.new {
                     metrics::counter!("anxin_alarms_raised_total", "severity" => d.severity.as_str(), "rule" => d.rule_id.clone()).increment(1);
                     tracing::info!(alarm = %raised.alarm.id, rule = %d.rule_id, household = %d.household, severity = d.severity.as_str(), "alarm raised");
                 }
-                self.bus.publish(raised.update.clone());
                 if raised.new {
                     self.notify_level(&raised.alarm.id, 0, "raised").await?;
                     self.escalation_wake.notify_one();
@@ -72,6 +78,7 @@ impl AlarmService {
                 Ok(Some(raised))
             }
             Action::Clear => {
+                let _order = self.order.lock().await;
                 if let Some(update) = self.store.condition_cleared(d, now).await? {
                     self.bus.publish(update);
                 }
@@ -89,6 +96,7 @@ impl AlarmService {
     ) -> Result<AlarmUpdate, StoreError> {
         let alarm = self.store.alarm(alarm_id).await?;
         let recipients = self.store.recipients(&alarm, level).await?;
+        let _order = self.order.lock().await;
         let update = self
             .store
             .record_notified(
@@ -111,6 +119,7 @@ impl AlarmService {
         via: &str,
         note: Option<&str>,
     ) -> Result<AlarmUpdate, StoreError> {
+        let _order = self.order.lock().await;
         let update = self
             .store
             .acknowledge(alarm_id, by, via, note, self.now())
@@ -127,6 +136,7 @@ impl AlarmService {
         disposition: &str,
         note: Option<&str>,
     ) -> Result<AlarmUpdate, StoreError> {
+        let _order = self.order.lock().await;
         let update = self
             .store
             .resolve(alarm_id, by, disposition, note, self.now())
@@ -148,11 +158,14 @@ impl AlarmService {
             if a.is_unacknowledged() && a.level_deadline_at.is_some_and(|t| t <= now) {
                 let to = (a.level + 1).min(self.escalation.top_level as i64);
                 let (deadline, renotify) = Self::deadlines(policy, to as usize, now);
-                if let Some(update) = self.store.escalate(&a, to, deadline, renotify, now).await? {
+                let order = self.order.lock().await;
+                let escalated = self.store.escalate(&a, to, deadline, renotify, now).await?;
+                if let Some(update) = escalated {
+                    self.bus.publish(update);
+                    drop(order);
                     tracing::info!(alarm = %a.id, level = to, "alarm escalated");
                     metrics::counter!("anxin_alarms_escalated_total", "to_level" => to.to_string())
                         .increment(1);
-                    self.bus.publish(update);
                     self.notify_level(&a.id, to, "escalated").await?;
                     steps += 1;
                 }
@@ -165,9 +178,12 @@ impl AlarmService {
                 }
             }
             if a.overdue_at.is_some_and(|t| t <= now) && !a.overdue_notified {
-                if let Some(update) = self.store.mark_overdue(&a, now).await? {
-                    tracing::warn!(alarm = %a.id, "alarm overdue: not resolved in time");
+                let order = self.order.lock().await;
+                let overdue = self.store.mark_overdue(&a, now).await?;
+                if let Some(update) = overdue {
                     self.bus.publish(update);
+                    drop(order);
+                    tracing::warn!(alarm = %a.id, "alarm overdue: not resolved in time");
                     self.notify_level(&a.id, self.escalation.top_level as i64, "overdue")
                         .await?;
                     steps += 1;

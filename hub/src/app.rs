@@ -69,6 +69,7 @@ impl App {
             bus: Bus::new(1024),
             escalation: Arc::new(settings.escalation.clone()),
             escalation_wake: Arc::new(Notify::new()),
+            order: Arc::new(tokio::sync::Mutex::new(())),
         };
 
         // Downstream first: rules, escalation, http. Then the broker, then ingest.
