@@ -19,9 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::alarms::AlarmService;
-use crate::clock::SharedClock;
+use crate::clock::{ManualClock, SharedClock};
 use crate::config::Settings;
-use crate::http::AppState;
+use crate::http::{AppState, SimControl};
 use crate::ingest::BrokerConnection;
 use crate::notify::Bus;
 use crate::rules::RulesStage;
@@ -47,6 +47,22 @@ pub struct App {
 impl App {
     /// Build everything and bind every socket; the hub is serving when this returns.
     pub async fn build(settings: Settings, clock: SharedClock) -> anyhow::Result<App> {
+        Self::build_inner(settings, clock, None).await
+    }
+
+    /// For simulation runs only (`device-sim run`), never in production: the hub's time
+    /// is a [`ManualClock`] that the simulator moves through `POST /api/sim/clock`, so a
+    /// month of a district's life runs in minutes through the real ingest path.
+    pub async fn build_simulated(settings: Settings, clock: ManualClock) -> anyhow::Result<App> {
+        tracing::warn!("SIMULATED CLOCK: time moves only when a simulator says so; never use this in production");
+        Self::build_inner(settings, Arc::new(clock.clone()), Some(clock)).await
+    }
+
+    async fn build_inner(
+        settings: Settings,
+        clock: SharedClock,
+        simulated: Option<ManualClock>,
+    ) -> anyhow::Result<App> {
         let store = Store::connect(&settings.database_url)
             .await
             .with_context(|| "opening the database (database_url)".to_string())?;
@@ -89,9 +105,16 @@ impl App {
             .await
             .with_context(|| format!("binding http on {}", settings.http.listen))?;
         let http_addr = listener.local_addr()?;
+        let sim = simulated.map(|clock| {
+            Arc::new(SimControl {
+                clock,
+                processed: processed.clone(),
+            })
+        });
         let router = crate::http::router(AppState {
             alarms: alarms.clone(),
             metrics,
+            sim,
         });
         let http_stop = servers.clone();
         tracker.spawn(async move {

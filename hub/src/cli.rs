@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, ManualClock, SystemClock};
 use crate::config::Settings;
 use crate::store::{Scope, Store};
 use crate::{demo, secrets, App};
@@ -24,19 +24,26 @@ pub struct Cli {
     pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
-    /// With no subcommand: run. Seed the demo district first (public credentials!).
+    /// With no subcommand: run.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Seed the demo district first (public credentials!).
     #[arg(long)]
     pub demo: bool,
+    /// SIMULATION ONLY, never in production: start the hub's clock at this instant
+    /// (RFC 3339) and let `device-sim run` move it (POST /api/sim/clock).
+    #[arg(long, value_name = "RFC3339")]
+    pub simulated_clock: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the hub (embedded broker, rules, alarms, HTTP).
-    Run {
-        /// Seed the demo district first (public credentials!).
-        #[arg(long)]
-        demo: bool,
-    },
+    Run(RunArgs),
     /// Administer the district model, devices and contacts.
     Admin {
         #[command(subcommand)]
@@ -97,6 +104,13 @@ pub enum Admin {
         #[arg(long, default_value_t = 0)]
         priority: i64,
     },
+    /// Import towns, villages, households, elders and devices from CSV files in a
+    /// directory (all or nothing; every bad row is reported as file:line: reason).
+    /// Devices without a `secret` column get a generated secret, printed once as CSV.
+    Import {
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Seed the demo district.
     SeedDemo,
 }
@@ -124,8 +138,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(cli.config.as_deref()).context("loading settings")?;
     let clock = SystemClock;
     match cli.command {
-        None => serve(settings, cli.demo).await,
-        Some(Command::Run { demo }) => serve(settings, demo || cli.demo).await,
+        None => serve(settings, cli.run).await,
+        Some(Command::Run(args)) => serve(settings, args).await,
         Some(Command::Admin { command }) => {
             let store = Store::connect(&settings.database_url).await?;
             admin(&store, command, clock.now()).await
@@ -133,13 +147,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
-    if demo {
+async fn serve(settings: Settings, args: RunArgs) -> anyhow::Result<()> {
+    let start = match &args.simulated_clock {
+        Some(t) => Some(
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "--simulated-clock {t:?}: {e} (use e.g. 2026-11-01T00:00:00+08:00)"
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let start_ms = start.map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64);
+    if args.demo {
         let store = Store::connect(&settings.database_url).await?;
-        demo::seed(&store, SystemClock.now()).await?;
+        demo::seed(&store, start_ms.unwrap_or_else(|| SystemClock.now())).await?;
     }
-    let app = App::build(settings, Arc::new(SystemClock)).await?;
-    if demo {
+    let app = match start_ms {
+        Some(ms) => App::build_simulated(settings, ManualClock::new(ms)).await?,
+        None => App::build(settings, Arc::new(SystemClock)).await?,
+    };
+    if args.demo {
         eprintln!("{}", demo::banner(app.http_addr, app.mqtt_addr));
     }
     app.run_until_stopped().await
@@ -219,9 +248,62 @@ async fn admin(store: &Store, cmd: Admin, now: i64) -> anyhow::Result<()> {
                 .await?;
             println!("contact {id} created.\nAPI token (shown once): {token}");
         }
+        Admin::Import { dir } => import(store, &dir, now).await?,
         Admin::SeedDemo => {
             demo::seed(store, now).await?;
             println!("demo district seeded");
+        }
+    }
+    Ok(())
+}
+
+async fn import(store: &Store, dir: &std::path::Path, now: i64) -> anyhow::Result<()> {
+    let known = [
+        ("towns", store.ids("towns").await?),
+        ("villages", store.ids("villages").await?),
+        ("households", store.ids("households").await?),
+    ];
+    let lookup =
+        |table: &str, id: &str| known.iter().any(|(t, ids)| *t == table && ids.contains(id));
+    let batch = crate::import::load(dir, &lookup)?;
+    // Hash each distinct secret once (argon2 is deliberately slow); generate missing ones.
+    let mut generated = Vec::new();
+    let mut by_secret: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut hashes = Vec::with_capacity(batch.devices.len());
+    for d in &batch.devices {
+        let secret = match d.secret.as_deref().filter(|s| !s.is_empty()) {
+            Some(s) => s.to_owned(),
+            None => {
+                let s = secrets::random_token();
+                generated.push((d.id.clone(), s.clone()));
+                s
+            }
+        };
+        let hash = match by_secret.get(&secret) {
+            Some(h) => h.clone(),
+            None => {
+                let s2 = secret.clone();
+                let h = tokio::task::spawn_blocking(move || secrets::hash_secret(&s2)).await??;
+                by_secret.insert(secret, h.clone());
+                h
+            }
+        };
+        hashes.push(hash);
+    }
+    store.import(&batch, &hashes, now).await?;
+    eprintln!(
+        "imported {} towns, {} villages, {} households, {} elders, {} devices",
+        batch.towns.len(),
+        batch.villages.len(),
+        batch.households.len(),
+        batch.elders.len(),
+        batch.devices.len()
+    );
+    if !generated.is_empty() {
+        eprintln!("generated device secrets (shown once; store them in the devices):");
+        println!("device_id,secret");
+        for (id, s) in generated {
+            println!("{id},{s}");
         }
     }
     Ok(())

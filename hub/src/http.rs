@@ -18,17 +18,37 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::alarms::AlarmService;
+use crate::clock::{Clock, ManualClock};
 use crate::store::{AlarmFilter, AlarmUpdate, Contact, Scope, StoreError};
 
 #[derive(Clone)]
 pub struct AppState {
     pub alarms: AlarmService,
     pub metrics: Option<Arc<PrometheusHandle>>,
+    /// Present only when the hub runs on a simulated clock (`hub run --simulated-clock`).
+    pub sim: Option<Arc<SimControl>>,
+}
+
+/// What the simulator needs to drive a hub on simulated time.
+pub struct SimControl {
+    pub clock: ManualClock,
+    /// Observations the rules stage has handled: the barrier before time moves on.
+    pub processed: Arc<AtomicU64>,
 }
 
 pub fn router(state: AppState) -> Router {
+    let sim = if state.sim.is_some() {
+        Router::new()
+            .route("/api/sim", get(sim_status))
+            .route("/api/sim/clock", post(sim_clock))
+    } else {
+        Router::new()
+    };
     Router::new()
+        .merge(sim)
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .route("/api/me", get(me))
@@ -408,4 +428,59 @@ async fn send_update(socket: &mut WebSocket, u: &AlarmUpdate) -> Result<(), axum
         obj.insert("type".into(), "alarm".into());
     }
     socket.send(Message::Text(v.to_string().into())).await
+}
+
+fn sim_control(state: &AppState, caller: &Contact) -> Result<Arc<SimControl>, ApiError> {
+    if caller.scope != Scope::District {
+        return Err(ApiError::Forbidden(
+            "the simulation clock needs a district token".into(),
+        ));
+    }
+    state
+        .sim
+        .clone()
+        .ok_or_else(|| ApiError::NotFound("not a simulation".into()))
+}
+
+async fn sim_status(
+    State(state): State<AppState>,
+    Caller(c): Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let sim = sim_control(&state, &c)?;
+    Ok(Json(
+        serde_json::json!({ "now": sim.clock.now(), "processed": sim.processed.load(Ordering::Acquire) }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct SimClockBody {
+    /// Move the clock to this instant (unix ms). Time never goes backwards.
+    to: i64,
+    /// First wait until the rules stage has handled this many observations in all, so
+    /// everything the simulator published "before" `to` is observed before time moves.
+    #[serde(default)]
+    after_observations: u64,
+}
+
+async fn sim_clock(
+    State(state): State<AppState>,
+    Caller(c): Caller,
+    Json(b): Json<SimClockBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let sim = sim_control(&state, &c)?;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while sim.processed.load(Ordering::Acquire) < b.after_observations {
+        if tokio::time::Instant::now() > deadline {
+            return Err(ApiError::Conflict(format!(
+                "only {} of {} observations handled after 60 s (were some messages rejected?)",
+                sim.processed.load(Ordering::Acquire),
+                b.after_observations
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    sim.clock.set(b.to);
+    Ok(Json(
+        serde_json::json!({ "now": sim.clock.now(), "processed": sim.processed.load(Ordering::Acquire) }),
+    ))
 }

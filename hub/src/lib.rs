@@ -20,6 +20,7 @@ pub mod config;
 pub mod demo;
 pub mod escalation;
 pub mod http;
+pub mod import;
 pub mod ingest;
 pub mod notify;
 pub mod rules;

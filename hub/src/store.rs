@@ -221,6 +221,12 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+const UPSERT_TOWN: &str = "INSERT INTO towns (id, name) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET name = excluded.name";
+const UPSERT_VILLAGE: &str = "INSERT INTO villages (id, town_id, name) VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET town_id = excluded.town_id, name = excluded.name";
+const UPSERT_HOUSEHOLD: &str = "INSERT INTO households (id, village_id, address) VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET village_id = excluded.village_id, address = excluded.address";
+const UPSERT_ELDER: &str = "INSERT INTO elders (id, household_id, name, phone) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO UPDATE SET household_id = excluded.household_id, name = excluded.name, phone = excluded.phone";
+const UPSERT_DEVICE: &str = "INSERT INTO devices (id, household_id, kind, vendor, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET household_id = excluded.household_id, kind = excluded.kind, vendor = excluded.vendor, secret_hash = excluded.secret_hash, revoked_at = NULL";
+
 const ALARM_COLUMNS: &str = "id, household_id, village_id, town_id, device_id, rule_id, condition_key, severity, title, detail, state, level, raised_at, repeat_count, acked_at, acked_by, ack_via, resolved_at, resolved_by, disposition, resolution_note, level_deadline_at, renotify_at, overdue_at, overdue_notified";
 
 #[derive(Debug, Clone)]
@@ -253,7 +259,7 @@ impl Store {
     // ----- the district model --------------------------------------------------------
 
     pub async fn upsert_town(&self, id: &str, name: &str) -> Result<()> {
-        sqlx::query("INSERT INTO towns (id, name) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET name = excluded.name")
+        sqlx::query(UPSERT_TOWN)
             .bind(id)
             .bind(name)
             .execute(&self.pool)
@@ -262,7 +268,7 @@ impl Store {
     }
 
     pub async fn upsert_village(&self, id: &str, town_id: &str, name: &str) -> Result<()> {
-        sqlx::query("INSERT INTO villages (id, town_id, name) VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET town_id = excluded.town_id, name = excluded.name")
+        sqlx::query(UPSERT_VILLAGE)
             .bind(id)
             .bind(town_id)
             .bind(name)
@@ -272,7 +278,7 @@ impl Store {
     }
 
     pub async fn upsert_household(&self, id: &str, village_id: &str, address: &str) -> Result<()> {
-        sqlx::query("INSERT INTO households (id, village_id, address) VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET village_id = excluded.village_id, address = excluded.address")
+        sqlx::query(UPSERT_HOUSEHOLD)
             .bind(id)
             .bind(village_id)
             .bind(address)
@@ -288,7 +294,7 @@ impl Store {
         name: &str,
         phone: Option<&str>,
     ) -> Result<()> {
-        sqlx::query("INSERT INTO elders (id, household_id, name, phone) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO UPDATE SET household_id = excluded.household_id, name = excluded.name, phone = excluded.phone")
+        sqlx::query(UPSERT_ELDER)
             .bind(id)
             .bind(household_id)
             .bind(name)
@@ -308,7 +314,7 @@ impl Store {
         secret_hash: &str,
         now: Millis,
     ) -> Result<()> {
-        sqlx::query("INSERT INTO devices (id, household_id, kind, vendor, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET household_id = excluded.household_id, kind = excluded.kind, vendor = excluded.vendor, secret_hash = excluded.secret_hash, revoked_at = NULL")
+        sqlx::query(UPSERT_DEVICE)
             .bind(id)
             .bind(household_id)
             .bind(kind)
@@ -317,6 +323,76 @@ impl Store {
             .bind(now)
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    /// Ids already present in `table` (towns, villages or households), for import validation.
+    pub async fn ids(&self, table: &str) -> Result<std::collections::HashSet<String>> {
+        let sql = match table {
+            "towns" => "SELECT id FROM towns",
+            "villages" => "SELECT id FROM villages",
+            "households" => "SELECT id FROM households",
+            other => return Err(StoreError::Invalid(format!("no id table {other}"))),
+        };
+        let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+    }
+
+    /// Write a validated import in one transaction. `secret_hashes[i]` is the argon2
+    /// hash for `batch.devices[i]`.
+    pub async fn import(
+        &self,
+        batch: &crate::import::Batch,
+        secret_hashes: &[String],
+        now: Millis,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for t in &batch.towns {
+            sqlx::query(UPSERT_TOWN)
+                .bind(&t.id)
+                .bind(&t.name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for v in &batch.villages {
+            sqlx::query(UPSERT_VILLAGE)
+                .bind(&v.id)
+                .bind(&v.town_id)
+                .bind(&v.name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for h in &batch.households {
+            sqlx::query(UPSERT_HOUSEHOLD)
+                .bind(&h.id)
+                .bind(&h.village_id)
+                .bind(&h.address)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for e in &batch.elders {
+            let phone = e.phone.as_deref().filter(|p| !p.is_empty());
+            sqlx::query(UPSERT_ELDER)
+                .bind(&e.id)
+                .bind(&e.household_id)
+                .bind(&e.name)
+                .bind(phone)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (d, hash) in batch.devices.iter().zip(secret_hashes) {
+            let vendor = d.vendor.as_deref().unwrap_or("");
+            sqlx::query(UPSERT_DEVICE)
+                .bind(&d.id)
+                .bind(&d.household_id)
+                .bind(&d.kind)
+                .bind(vendor)
+                .bind(hash)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -36,3 +36,65 @@ async fn a_taken_mqtt_port_is_an_error_not_a_silent_log_line() {
     };
     assert!(err.contains("not available"), "{err}");
 }
+
+/// `device-sim run` drives a hub on simulated time: the clock moves only through the
+/// API, and only after the observations the simulator names have been handled.
+#[tokio::test]
+async fn a_simulated_clock_moves_only_through_the_api_after_the_barrier() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = anxin_tests::settings_for(dir.path());
+    let store = hub::store::Store::connect(&settings.database_url)
+        .await
+        .expect("db");
+    hub::demo::seed(&store, 1_000).await.expect("seed");
+    let app = App::build_simulated(settings, ManualClock::new(1_000))
+        .await
+        .expect("hub");
+    let base = format!("http://{}", app.http_addr);
+    let http = reqwest::Client::new();
+    let status: serde_json::Value = http
+        .get(format!("{base}/api/sim"))
+        .bearer_auth("demo-district")
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(status["now"], 1_000);
+    // Village staff cannot move time.
+    let r = http
+        .post(format!("{base}/api/sim/clock"))
+        .bearer_auth("demo-village-1")
+        .json(&serde_json::json!({"to": 5_000}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 403);
+    let r: serde_json::Value = http
+        .post(format!("{base}/api/sim/clock"))
+        .bearer_auth("demo-district")
+        .json(&serde_json::json!({"to": 61_000, "after_observations": 0}))
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(r["now"], 61_000);
+    // A normal hub has no such endpoint.
+    let dir2 = tempfile::tempdir().expect("tempdir");
+    let normal = App::build(
+        anxin_tests::settings_for(dir2.path()),
+        Arc::new(ManualClock::new(0)),
+    )
+    .await
+    .expect("hub");
+    let r = http
+        .get(format!("http://{}/api/sim", normal.http_addr))
+        .bearer_auth("demo-district")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status().as_u16(), 404);
+}
