@@ -8,7 +8,10 @@
 //! [`payload`] is the one module that knows the wire encoding, so other vendor formats
 //! can be added beside it.
 
+pub mod drive;
+pub mod evaluate;
 pub mod payload;
+pub mod sim;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

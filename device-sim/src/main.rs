@@ -1,22 +1,47 @@
-//! `device-sim`: act as one registered device and publish one event.
+//! `device-sim`: simulated Anxin devices (device contract v1).
 //!
 //! ```text
-//! device-sim --port 1884 --device demo-pendant-1 --secret demo-secret sos
-//! device-sim --port 1884 --device demo-door-1 --secret demo-secret door '{"open":true}'
+//! device-sim send --port 1884 --device demo-pendant-1 --secret demo-secret sos
+//! device-sim send --port 1884 --device demo-door-1 --secret demo-secret door '{"open":true}'
+//! device-sim generate --out sim/                       # a district + 30 days + ground truth
+//! device-sim run --dir sim/ --port 1884 --http http://127.0.0.1:8080
+//! device-sim evaluate --dir sim/ --http http://127.0.0.1:8080
 //! ```
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
-use device_sim::{payload, Device, DeviceConfig};
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use device_sim::sim::{self, SimConfig};
+use device_sim::{drive, evaluate, payload, Device, DeviceConfig};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "device-sim",
-    about = "Simulated Anxin device (device contract v1)"
+    about = "Simulated Anxin devices and districts (device contract v1)"
 )]
-struct Args {
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Act as one registered device and publish one event.
+    Send(SendArgs),
+    /// Generate a simulated district, its month of daily life and incidents with ground
+    /// truth, and the CSV files to import it into the hub (`hub admin import --dir DIR`).
+    Generate(GenerateArgs),
+    /// Play a generated scenario into a hub started with --simulated-clock.
+    Run(RunArgs),
+    /// Compare the hub's alarms with the scenario's ground truth.
+    Evaluate(EvaluateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SendArgs {
     #[arg(long, default_value = "127.0.0.1", env = "ANXIN_MQTT_HOST")]
     host: String,
     #[arg(long, default_value_t = 1883, env = "ANXIN_MQTT_PORT")]
@@ -38,10 +63,70 @@ struct Args {
     give_up_secs: u64,
 }
 
+#[derive(Debug, clap::Args)]
+struct GenerateArgs {
+    /// Output directory (created).
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long, default_value_t = 8)]
+    towns: usize,
+    #[arg(long, default_value_t = 111)]
+    villages: usize,
+    #[arg(long, default_value_t = 200)]
+    households: usize,
+    #[arg(long, default_value_t = 30)]
+    days: u32,
+    /// First simulated day, local midnight (+08:00).
+    #[arg(long, default_value = "2026-11-01")]
+    start: String,
+    /// Secret of every simulated device (import with `--default-secret`).
+    #[arg(long, default_value = "sim-secret")]
+    secret: String,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Directory written by `generate`.
+    #[arg(long)]
+    dir: PathBuf,
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, default_value_t = 1883)]
+    port: u16,
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    http: String,
+    /// District-scope API token.
+    #[arg(long, default_value = "demo-district")]
+    token: String,
+    /// Simulated seconds per step.
+    #[arg(long, default_value_t = 60)]
+    step_secs: i64,
+}
+
+#[derive(Debug, clap::Args)]
+struct EvaluateArgs {
+    #[arg(long)]
+    dir: PathBuf,
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    http: String,
+    #[arg(long, default_value = "demo-district")]
+    token: String,
+    /// The run's step (`run --step-secs`): events are observed up to one step late.
+    #[arg(long, default_value_t = 60)]
+    step_secs: i64,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
-    match run(args).await {
+    let result = match Cli::parse().command {
+        Command::Send(a) => send(a).await,
+        Command::Generate(a) => generate(a),
+        Command::Run(a) => run(a).await,
+        Command::Evaluate(a) => evaluate_cmd(a).await,
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -50,7 +135,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn send(args: SendArgs) -> anyhow::Result<()> {
     let fields: serde_json::Value = serde_json::from_str(&args.fields)
         .map_err(|e| anyhow::anyhow!("fields must be a JSON object: {e}"))?;
     if !fields.is_object() {
@@ -77,5 +162,124 @@ async fn run(args: Args) -> anyhow::Result<()> {
         println!("sent (non-critical events are not acknowledged)");
     }
     dev.disconnect().await;
+    Ok(())
+}
+
+fn local_midnight_ms(date: &str) -> anyhow::Result<i64> {
+    let t = time::OffsetDateTime::parse(
+        &format!("{date}T00:00:00+08:00"),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .with_context(|| format!("--start {date:?} must be a date like 2026-11-01"))?;
+    Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+fn generate(a: GenerateArgs) -> anyhow::Result<()> {
+    let config = SimConfig {
+        seed: a.seed,
+        towns: a.towns,
+        villages: a.villages,
+        households: a.households,
+        start: local_midnight_ms(&a.start)?,
+        days: a.days,
+        ..SimConfig::default()
+    };
+    let began = std::time::Instant::now();
+    let scenario = sim::generate(&config);
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    scenario.write_csv(&a.out).context("writing CSV files")?;
+    std::fs::write(
+        a.out.join("scenario.json"),
+        serde_json::to_string_pretty(&config)?,
+    )?;
+    std::fs::write(a.out.join("secret.txt"), &a.secret)?;
+    std::fs::write(
+        a.out.join("rules.toml"),
+        sim_rules(config.heartbeat_minutes)?,
+    )?;
+    std::fs::write(
+        a.out.join("incidents.json"),
+        serde_json::to_string_pretty(&scenario.incidents_json())?,
+    )?;
+    eprintln!(
+        "generated {} households, {} devices, {} events, {} incidents over {} days in {:.1} s → {}",
+        scenario.district.households.len(),
+        scenario
+            .district
+            .households
+            .iter()
+            .map(|h| h.devices.len())
+            .sum::<usize>(),
+        scenario.events.len(),
+        scenario.incidents.len(),
+        config.days,
+        began.elapsed().as_secs_f64(),
+        a.out.display()
+    );
+    eprintln!(
+        "next: hub admin import --dir {0} --default-secret {2}\n      HUB_RULES__FILE={0}/rules.toml hub run --demo --simulated-clock {1}T00:00:00+08:00\n      device-sim run --dir {0}; device-sim evaluate --dir {0}",
+        a.out.display(),
+        a.start,
+        a.secret
+    );
+    Ok(())
+}
+
+/// The shipped default rules, with the device-offline rule matched to the simulated
+/// heartbeat interval (a month of 5-minute heartbeats from every device would be ~20
+/// million messages; the simulation sends them hourly). Every other rule is the default.
+fn sim_rules(heartbeat_minutes: u32) -> anyhow::Result<String> {
+    let default = alert_rules::RuleSet::DEFAULT_TOML;
+    let line = default
+        .lines()
+        .find(|l| l.trim_start().starts_with("heartbeat_minutes"))
+        .context("default rules have no heartbeat_minutes line")?;
+    let text = default.replacen(line, &format!("heartbeat_minutes = {heartbeat_minutes}   # device-sim: matches the simulated heartbeat interval"), 1);
+    alert_rules::RuleSet::from_toml_str(&text).context("simulation rules")?;
+    Ok(text)
+}
+
+fn load(dir: &Path) -> anyhow::Result<(sim::Scenario, String)> {
+    let text = std::fs::read_to_string(dir.join("scenario.json")).with_context(|| {
+        format!(
+            "reading {}/scenario.json (run `device-sim generate` first)",
+            dir.display()
+        )
+    })?;
+    let config: SimConfig = serde_json::from_str(&text).context("scenario.json")?;
+    let secret =
+        std::fs::read_to_string(dir.join("secret.txt")).unwrap_or_else(|_| "sim-secret".into());
+    Ok((sim::generate(&config), secret.trim().to_owned()))
+}
+
+async fn run(a: RunArgs) -> anyhow::Result<()> {
+    let (scenario, secret) = load(&a.dir)?;
+    let opts = drive::RunOptions {
+        host: a.host,
+        mqtt_port: a.port,
+        http: a.http,
+        token: a.token,
+        secret,
+        step_ms: a.step_secs.max(1) * 1000,
+        connect_concurrency: 200,
+    };
+    let report = drive::run(&scenario, &opts).await?;
+    let json = serde_json::to_string_pretty(&report)?;
+    std::fs::write(a.dir.join("run.json"), &json)?;
+    println!("{json}");
+    Ok(())
+}
+
+async fn evaluate_cmd(a: EvaluateArgs) -> anyhow::Result<()> {
+    let (scenario, _) = load(&a.dir)?;
+    let detections = evaluate::fetch_detections(&a.http, &a.token).await?;
+    let report = evaluate::evaluate(&scenario, &detections, a.step_secs.max(0) * 1000);
+    let md = report.markdown();
+    std::fs::write(a.dir.join("evaluation.md"), &md)?;
+    std::fs::write(
+        a.dir.join("evaluation.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    println!("{md}");
     Ok(())
 }

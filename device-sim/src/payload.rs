@@ -31,12 +31,29 @@ pub fn now_rfc3339() -> String {
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
-/// A v1 event of `kind` with the given kind-specific fields.
+/// A v1 event of `kind` with the given kind-specific fields, stamped now.
 pub fn event(kind: &str, fields: Value) -> Value {
+    event_with_ts(kind, fields, now_rfc3339())
+}
+
+/// A v1 event stamped with a simulated time (unix ms), in the district's +08:00.
+pub fn event_at(kind: &str, fields: Value, at_ms: i64) -> Value {
+    let ts = time::OffsetDateTime::from_unix_timestamp_nanos(at_ms as i128 * 1_000_000)
+        .ok()
+        .map(|t| t.to_offset(time::macros::offset!(+8)))
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(now_rfc3339);
+    event_with_ts(kind, fields, ts)
+}
+
+fn event_with_ts(kind: &str, fields: Value, ts: String) -> Value {
     let mut obj = Map::new();
     obj.insert("v".into(), json!(1));
     obj.insert("event_id".into(), json!(new_event_id()));
-    obj.insert("ts".into(), json!(now_rfc3339()));
+    obj.insert("ts".into(), json!(ts));
     obj.insert("kind".into(), json!(kind));
     if let Value::Object(extra) = fields {
         obj.extend(extra);

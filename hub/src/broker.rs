@@ -15,7 +15,7 @@
 //! - **Bind errors surface** (the listener runs under our runtime via `Server`, not
 //!   `Broker::start`, which only logs them).
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -91,7 +91,7 @@ pub async fn start(
     let auth = DeviceAuthenticator {
         store,
         hub: hub.clone(),
-        cache: Arc::new(Mutex::new(HashMap::new())),
+        cache: Arc::new(Mutex::new(HashSet::new())),
     };
     let mut connections = ConnectionSettings {
         connection_timeout_ms: 10_000,
@@ -136,8 +136,9 @@ pub async fn start(
 struct DeviceAuthenticator {
     store: Store,
     hub: HubCredentials,
-    /// device id → SHA-256 of the last secret that verified, so reconnects skip argon2.
-    cache: Arc<Mutex<HashMap<String, [u8; 32]>>>,
+    /// SHA-256 over (stored hash, presented secret) pairs that verified, so reconnects
+    /// (and devices provisioned with the same secret) skip argon2. Bounded.
+    cache: Arc<Mutex<HashSet<[u8; 32]>>>,
 }
 
 impl DeviceAuthenticator {
@@ -169,7 +170,7 @@ impl DeviceAuthenticator {
         if self
             .cache
             .lock()
-            .map(|c| c.get(&client_id) == Some(&fingerprint))
+            .map(|c| c.contains(&fingerprint))
             .unwrap_or(false)
         {
             return true;
@@ -180,7 +181,10 @@ impl DeviceAuthenticator {
             .unwrap_or(false);
         if ok {
             if let Ok(mut c) = self.cache.lock() {
-                c.insert(client_id, fingerprint);
+                if c.len() >= 100_000 {
+                    c.clear();
+                }
+                c.insert(fingerprint);
             }
         } else {
             metrics::counter!("anxin_mqtt_connect_refused_total", "reason" => "bad_secret")

@@ -110,6 +110,10 @@ pub enum Admin {
     Import {
         #[arg(long)]
         dir: PathBuf,
+        /// Secret for devices whose row has none (test kits, simulations) instead of
+        /// generating one per device.
+        #[arg(long)]
+        default_secret: Option<String>,
     },
     /// Seed the demo district.
     SeedDemo,
@@ -248,7 +252,10 @@ async fn admin(store: &Store, cmd: Admin, now: i64) -> anyhow::Result<()> {
                 .await?;
             println!("contact {id} created.\nAPI token (shown once): {token}");
         }
-        Admin::Import { dir } => import(store, &dir, now).await?,
+        Admin::Import {
+            dir,
+            default_secret,
+        } => import(store, &dir, default_secret.as_deref(), now).await?,
         Admin::SeedDemo => {
             demo::seed(store, now).await?;
             println!("demo district seeded");
@@ -257,7 +264,12 @@ async fn admin(store: &Store, cmd: Admin, now: i64) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn import(store: &Store, dir: &std::path::Path, now: i64) -> anyhow::Result<()> {
+async fn import(
+    store: &Store,
+    dir: &std::path::Path,
+    default_secret: Option<&str>,
+    now: i64,
+) -> anyhow::Result<()> {
     let known = [
         ("towns", store.ids("towns").await?),
         ("villages", store.ids("villages").await?),
@@ -271,7 +283,12 @@ async fn import(store: &Store, dir: &std::path::Path, now: i64) -> anyhow::Resul
     let mut by_secret: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     let mut hashes = Vec::with_capacity(batch.devices.len());
     for d in &batch.devices {
-        let secret = match d.secret.as_deref().filter(|s| !s.is_empty()) {
+        let secret = match d
+            .secret
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .or(default_secret)
+        {
             Some(s) => s.to_owned(),
             None => {
                 let s = secrets::random_token();

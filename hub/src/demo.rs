@@ -131,7 +131,7 @@ pub fn banner(http: std::net::SocketAddr, mqtt: std::net::SocketAddr) -> String 
         s.push_str(&format!("  {token:<16} {id:<12} {scope}\n"));
     }
     s.push_str(&format!(
-        "Try: cargo run -p device-sim -- --port {} --device demo-pendant-1 --secret {DEMO_DEVICE_SECRET} sos\n",
+        "Try: cargo run -p device-sim -- send --port {} --device demo-pendant-1 --secret {DEMO_DEVICE_SECRET} sos\n",
         mqtt.port()
     ));
     s

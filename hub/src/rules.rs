@@ -90,7 +90,8 @@ impl RulesStage {
     }
 
     pub async fn run(mut self, mut input: mpsc::Receiver<Input>, cancel: CancellationToken) {
-        let mut last_save = self.alarms.now();
+        // Saving is paced in real time: it bounds what a crash can lose, whatever the clock does.
+        let mut last_save = tokio::time::Instant::now();
         loop {
             let now = self.alarms.now();
             let tick_at = now + self.tick_every.as_millis() as i64;
@@ -112,10 +113,9 @@ impl RulesStage {
                 _ = self.alarms.clock.sleep_until(wake) => self.tick().await,
                 _ = cancel.cancelled() => break,
             }
-            let now = self.alarms.now();
-            if now - last_save >= self.save_every.as_millis() as i64 {
+            if last_save.elapsed() >= self.save_every {
                 self.save().await;
-                last_save = now;
+                last_save = tokio::time::Instant::now();
             }
         }
         self.save().await;

@@ -894,26 +894,34 @@ impl Store {
         since_seq: i64,
         limit: i64,
     ) -> Result<Vec<AlarmUpdate>> {
-        let mut qb = sqlx::QueryBuilder::<Sqlite>::new("SELECT t.seq, t.alarm_id, t.at, t.step, t.actor, t.detail FROM alarm_timeline t JOIN alarms a ON a.id = t.alarm_id WHERE t.seq > ");
+        // One query: the step and its alarm (as it is now) side by side.
+        let alarm_cols: Vec<String> = ALARM_COLUMNS
+            .split(", ")
+            .map(|c| format!("a.{c}"))
+            .collect();
+        let mut qb = sqlx::QueryBuilder::<Sqlite>::new(format!(
+            "SELECT t.seq AS t_seq, t.at AS t_at, t.step AS t_step, t.actor AS t_actor, t.detail AS t_detail, {} FROM alarm_timeline t JOIN alarms a ON a.id = t.alarm_id WHERE t.seq > ",
+            alarm_cols.join(", ")
+        ));
         qb.push_bind(since_seq);
         push_scope(&mut qb, scope);
         qb.push(" ORDER BY t.seq LIMIT ")
             .push_bind(limit.clamp(1, 5000));
         let rows = qb.build().fetch_all(&self.pool).await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let e = timeline_row(r)?;
-            let alarm = self.alarm(&e.alarm_id).await?;
-            out.push(AlarmUpdate {
-                seq: e.seq,
-                step: e.step,
-                at: e.at,
-                actor: e.actor,
-                detail: e.detail,
-                alarm,
-            });
-        }
-        Ok(out)
+        rows.iter()
+            .map(|r| {
+                let detail: String = r.try_get("t_detail")?;
+                Ok(AlarmUpdate {
+                    seq: r.try_get("t_seq")?,
+                    step: r.try_get("t_step")?,
+                    at: r.try_get("t_at")?,
+                    actor: r.try_get("t_actor")?,
+                    detail: serde_json::from_str(&detail)
+                        .unwrap_or(serde_json::Value::String(detail)),
+                    alarm: <Alarm as sqlx::FromRow<_>>::from_row(r)?,
+                })
+            })
+            .collect()
     }
 
     pub async fn latest_seq(&self) -> Result<i64> {
