@@ -79,7 +79,7 @@ struct GenerateArgs {
     #[arg(long, default_value_t = 30)]
     days: u32,
     /// First simulated day, local midnight (+08:00).
-    #[arg(long, default_value = "2026-11-01")]
+    #[arg(long, default_value = "2026-11-02")]
     start: String,
     /// Secret of every simulated device (import with `--default-secret`).
     #[arg(long, default_value = "sim-secret")]

@@ -5,6 +5,7 @@
 //! and a [`ManualClock`] so escalation deadlines pass when the test says so.
 //! [`WsClient`] is a websocket board client; devices come from `device-sim`.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,6 +49,28 @@ impl TestHub {
     pub async fn spawn_at(start: i64) -> TestHub {
         let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
         Self::start(dir, ManualClock::new(start), None).await
+    }
+
+    /// A hub on a simulated clock (`hub run --simulated-clock`), for `device-sim run`.
+    pub async fn spawn_simulated(start: i64, rules_file: Option<PathBuf>) -> TestHub {
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let clock = ManualClock::new(start);
+        let mut settings = settings_for(dir.path());
+        settings.rules.file = rules_file;
+        let store = hub::store::Store::connect(&settings.database_url)
+            .await
+            .expect("db");
+        hub::demo::seed(&store, start).await.expect("seed");
+        let app = App::build_simulated(settings, clock.clone())
+            .await
+            .expect("hub starts");
+        let http = format!("http://{}", app.http_addr);
+        TestHub {
+            app,
+            clock,
+            dir,
+            http,
+        }
     }
 
     /// Start a hub on `dir`'s database; `mqtt_port` reuses a port (restart tests).
