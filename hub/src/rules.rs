@@ -140,8 +140,27 @@ impl RulesStage {
     async fn tick(&mut self) {
         let now = self.alarms.now();
         for d in self.engine.tick(now) {
-            if let Err(e) = self.alarms.apply(&d, None).await {
-                tracing::error!(error = %e, rule = %d.rule_id, "applying timed decision failed");
+            self.apply_or_retry(&d).await;
+        }
+    }
+
+    /// Apply a decision that has no device waiting for it. The engine has already moved
+    /// on (it will not raise the same condition again), so a transient store failure must
+    /// not lose the alarm: retry with backoff; only a persistent failure is given up, loudly.
+    async fn apply_or_retry(&self, d: &alert_rules::Decision) {
+        let mut wait = Duration::from_millis(50);
+        for attempt in 1..=8 {
+            match self.alarms.apply(d, None).await {
+                Ok(_) => return,
+                Err(e) if attempt < 8 => {
+                    tracing::warn!(error = %e, rule = %d.rule_id, attempt, "applying decision failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    metrics::counter!("anxin_decisions_lost_total").increment(1);
+                    tracing::error!(error = %e, rule = %d.rule_id, household = %d.household, "decision LOST after retries");
+                }
             }
         }
     }
@@ -151,9 +170,7 @@ impl RulesStage {
         let Some(critical) = critical else {
             let now = self.alarms.now();
             for d in self.engine.observe(&obs, now) {
-                if let Err(e) = self.alarms.apply(&d, None).await {
-                    tracing::error!(error = %e, rule = %d.rule_id, "applying decision failed");
-                }
+                self.apply_or_retry(&d).await;
             }
             return;
         };

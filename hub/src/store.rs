@@ -256,6 +256,14 @@ impl Store {
         &self.pool
     }
 
+    /// A write transaction that takes the write lock at BEGIN. A deferred transaction that
+    /// reads first and writes later fails at once with "database is locked" when another
+    /// connection wrote in between (SQLite cannot wait there without risking deadlock);
+    /// `BEGIN IMMEDIATE` waits for the lock up to the busy timeout instead.
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
     // ----- the district model --------------------------------------------------------
 
     pub async fn upsert_town(&self, id: &str, name: &str) -> Result<()> {
@@ -346,7 +354,7 @@ impl Store {
         secret_hashes: &[String],
         now: Millis,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for t in &batch.towns {
             sqlx::query(UPSERT_TOWN)
                 .bind(&t.id)
@@ -537,7 +545,7 @@ impl Store {
         event: Option<&EventRecord<'_>>,
         now: Millis,
     ) -> Result<Raised> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let existing: Option<Alarm> = sqlx::query_as(&format!(
             "SELECT {ALARM_COLUMNS} FROM alarms WHERE household_id = $1 AND condition_key = $2 AND state <> 'resolved'"
         ))
@@ -632,7 +640,7 @@ impl Store {
         d: &Decision,
         now: Millis,
     ) -> Result<Option<AlarmUpdate>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let id: Option<String> = sqlx::query_scalar("SELECT id FROM alarms WHERE household_id = $1 AND condition_key = $2 AND state <> 'resolved'")
             .bind(&d.household)
             .bind(&d.condition_key)
@@ -663,7 +671,7 @@ impl Store {
         note: Option<&str>,
         now: Millis,
     ) -> Result<AlarmUpdate> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query("UPDATE alarms SET state = 'acknowledged', acked_at = $1, acked_by = $2, ack_via = $3, level_deadline_at = NULL, renotify_at = NULL WHERE id = $4 AND state IN ('raised', 'notified')")
             .bind(now)
             .bind(by)
@@ -700,7 +708,7 @@ impl Store {
         note: Option<&str>,
         now: Millis,
     ) -> Result<AlarmUpdate> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query("UPDATE alarms SET state = 'resolved', resolved_at = $1, resolved_by = $2, disposition = $3, resolution_note = $4, acked_at = COALESCE(acked_at, $1), acked_by = COALESCE(acked_by, $2), ack_via = COALESCE(ack_via, 'resolve'), level_deadline_at = NULL, renotify_at = NULL WHERE id = $5 AND state <> 'resolved'")
             .bind(now)
             .bind(by)
@@ -754,7 +762,7 @@ impl Store {
         reason: &str,
         now: Millis,
     ) -> Result<AlarmUpdate> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE alarms SET state = 'notified' WHERE id = $1 AND state = 'raised'")
             .bind(alarm_id)
             .execute(&mut *tx)
@@ -792,7 +800,7 @@ impl Store {
         renotify_at: Option<i64>,
         now: Millis,
     ) -> Result<Option<AlarmUpdate>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query("UPDATE alarms SET level = $1, level_deadline_at = $2, renotify_at = $3 WHERE id = $4 AND level = $5 AND level_deadline_at = $6 AND state IN ('raised', 'notified')")
             .bind(to_level)
             .bind(level_deadline_at)
@@ -822,7 +830,7 @@ impl Store {
     }
 
     pub async fn mark_overdue(&self, a: &Alarm, now: Millis) -> Result<Option<AlarmUpdate>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query("UPDATE alarms SET overdue_notified = 1 WHERE id = $1 AND overdue_notified = 0 AND state <> 'resolved'")
             .bind(&a.id)
             .execute(&mut *tx)
