@@ -126,7 +126,8 @@ impl App {
             }
         });
 
-        let broker = crate::broker::start(&settings.mqtt, store.clone(), servers.clone()).await?;
+        let broker =
+            crate::broker::start(&settings.mqtt, store.clone(), servers.clone(), &tracker).await?;
         let conn = BrokerConnection {
             host: if broker.addr.ip().is_unspecified() {
                 "127.0.0.1".into()

@@ -59,6 +59,7 @@ pub async fn start(
     settings: &MqttSettings,
     store: Store,
     shutdown: CancellationToken,
+    tracker: &tokio_util::task::TaskTracker,
 ) -> anyhow::Result<EmbeddedBroker> {
     let router_cfg = RouterConfig {
         max_connections: settings.max_connections,
@@ -116,16 +117,40 @@ pub async fn start(
     };
     let protocol = AclV4::new(hub.client_id.clone());
     let mut server = Server::new(server_settings, router_tx, protocol);
-    tokio::spawn(async move {
+    // Tracked, so a shutdown returns only once the listening socket is closed (a hub
+    // restarted on the same port must not race its predecessor).
+    let listener = tracker.spawn(async move {
         tokio::select! {
-            res = server.start(LinkType::Remote) => {
-                if let Err(e) = res {
-                    tracing::error!(error = %e, "mqtt listener stopped");
-                }
-            }
-            _ = shutdown.cancelled() => {}
+            res = server.start(LinkType::Remote) => res.map_err(|e| e.to_string()),
+            _ = shutdown.cancelled() => Ok(()),
         }
     });
+    // `Server` binds inside that task and reports nothing until it fails: wait until it
+    // accepts, or surface its error. (The probe connection is closed at once; rumqttd
+    // logs that at ERROR, which is why its logs are off by default.)
+    let probe_addr = if listen.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], listen.port()))
+    } else {
+        listen
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if listener.is_finished() {
+            let why = match listener.await {
+                Ok(Err(e)) => e,
+                _ => "stopped".into(),
+            };
+            anyhow::bail!("embedded MQTT broker could not listen on {listen}: {why}");
+        }
+        if tokio::net::TcpStream::connect(probe_addr).await.is_ok() {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "embedded MQTT broker did not start listening on {listen}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     tracing::info!(%listen, "embedded mqtt broker listening");
     Ok(EmbeddedBroker { addr: listen, hub })
 }
