@@ -8,6 +8,7 @@
 //! [`payload`] is the one module that knows the wire encoding, so other vendor formats
 //! can be added beside it.
 
+pub mod bench;
 pub mod drive;
 pub mod evaluate;
 pub mod payload;

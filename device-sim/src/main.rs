@@ -6,6 +6,7 @@
 //! device-sim generate --out sim/                       # a district + 30 days + ground truth
 //! device-sim run --dir sim/ --port 1884 --http http://127.0.0.1:8080
 //! device-sim evaluate --dir sim/ --http http://127.0.0.1:8080
+//! device-sim bench --out bench/results          # Anxin vs bare Mosquitto (docs/benchmarks.md)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -38,6 +39,43 @@ enum Command {
     Run(RunArgs),
     /// Compare the hub's alarms with the scenario's ground truth.
     Evaluate(EvaluateArgs),
+    /// Benchmark the hub against a bare MQTT broker (see docs/benchmarks.md).
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// Seconds and small N instead of the full run (about 20 minutes).
+    #[arg(long)]
+    quick: bool,
+    /// The hub binary to start (default: `hub` beside this executable; build both with
+    /// `cargo build --release -p hub -p device-sim`).
+    #[arg(long)]
+    hub_bin: Option<PathBuf>,
+    /// The bare broker to compare with (one wildcard subscriber is attached).
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    mosquitto: std::net::SocketAddr,
+    /// Run the hub alone, without the comparison.
+    #[arg(long)]
+    no_mosquitto: bool,
+    /// Comma-separated subset of: throughput, latency, connections, storm, restart.
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Option<Vec<String>>,
+    /// Device counts of the throughput scenario.
+    #[arg(long, value_delimiter = ',')]
+    devices: Option<Vec<usize>>,
+    /// Device counts of the connection-scale steps (the last also gets the reconnect storm).
+    #[arg(long, value_delimiter = ',')]
+    connections: Option<Vec<usize>>,
+    /// Where bench-<label>.json and .md go.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+    /// Label of the result files (default: the date and time).
+    #[arg(long)]
+    label: Option<String>,
+    /// Scratch directory for hub databases and logs (default: a temporary directory).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -125,6 +163,7 @@ async fn main() -> ExitCode {
         Command::Generate(a) => generate(a),
         Command::Run(a) => run(a).await,
         Command::Evaluate(a) => evaluate_cmd(a).await,
+        Command::Bench(a) => bench(a).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -281,5 +320,55 @@ async fn evaluate_cmd(a: EvaluateArgs) -> anyhow::Result<()> {
         serde_json::to_string_pretty(&report)?,
     )?;
     println!("{md}");
+    Ok(())
+}
+
+async fn bench(a: BenchArgs) -> anyhow::Result<()> {
+    use device_sim::bench::{self, BenchConfig, ALL_SCENARIOS};
+    let hub_bin = match a.hub_bin {
+        Some(p) => p,
+        None => bench::default_hub_bin().context(
+            "no hub binary beside device-sim: build both (cargo build --release -p hub -p device-sim) or pass --hub-bin",
+        )?,
+    };
+    let mosquitto = (!a.no_mosquitto).then_some(a.mosquitto);
+    let tmp = tempfile::tempdir()?;
+    let work = a.work_dir.unwrap_or_else(|| tmp.path().to_owned());
+    let mut cfg = if a.quick {
+        BenchConfig::quick(hub_bin, mosquitto, work)
+    } else {
+        BenchConfig::full(hub_bin, mosquitto, work)
+    };
+    if let Some(s) = a.scenarios {
+        for x in &s {
+            anyhow::ensure!(
+                ALL_SCENARIOS.contains(&x.as_str()),
+                "unknown scenario {x:?}; choose from {}",
+                ALL_SCENARIOS.join(", ")
+            );
+        }
+        cfg.scenarios = s;
+    }
+    if let Some(d) = a.devices {
+        cfg.throughput_devices = d;
+    }
+    if let Some(c) = a.connections {
+        cfg.connection_steps = c;
+    }
+    let report = bench::run(cfg).await?;
+    let label = a.label.unwrap_or_else(|| {
+        let now = time::OffsetDateTime::now_utc();
+        format!(
+            "{:04}-{:02}-{:02}T{:02}{:02}",
+            now.year(),
+            now.month() as u8,
+            now.day(),
+            now.hour(),
+            now.minute()
+        )
+    });
+    let md = bench::write(&report, &a.out, &label)?;
+    println!("{}", report.markdown());
+    eprintln!("written: {} (and .json)", md.display());
     Ok(())
 }

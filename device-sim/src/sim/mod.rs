@@ -195,6 +195,18 @@ pub struct District {
 }
 
 impl District {
+    /// The district alone (no days, no incidents): for the benchmark's fleets.
+    pub fn build(config: &SimConfig) -> District {
+        district::build(config)
+    }
+
+    /// The CSV files `hub admin import --dir` reads.
+    pub fn write_csv(&self, dir: &Path) -> io::Result<()> {
+        export::write_csv(self, dir)
+    }
+}
+
+impl District {
     pub fn household(&self, id: &str) -> Option<&Household> {
         self.households.iter().find(|h| h.id == id)
     }
