@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use alert_rules::{Action, Engine, EngineState, Observation, RuleSet};
+use alert_rules::{Action, Engine, EngineState, Observation, RuleSet, Signal};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -103,9 +103,15 @@ impl RulesStage {
             tokio::select! {
                 msg = input.recv() => match msg {
                     Some(msg) => {
+                        // Device events and status (connect / Last Will) messages apart, so
+                        // that event counts can be reconciled with what devices sent.
+                        let source = match msg.obs.signal {
+                            Signal::Online | Signal::Offline => "status",
+                            _ => "event",
+                        };
                         self.handle(msg).await;
                         self.processed.fetch_add(1, Ordering::Release);
-                        metrics::counter!("anxin_observations_processed_total").increment(1);
+                        metrics::counter!("anxin_observations_processed_total", "source" => source).increment(1);
                     }
                     // Ingest stopped: everything upstream is drained.
                     None => break,

@@ -64,7 +64,10 @@ impl BenchConfig {
             work_dir,
             scenarios: ALL_SCENARIOS.iter().map(|s| s.to_string()).collect(),
             throughput_devices: vec![1_000, 10_000],
-            rates: vec![2_000.0, 5_000.0, 10_000.0, 20_000.0, 40_000.0, 80_000.0],
+            rates: vec![
+                2_000.0, 5_000.0, 10_000.0, 15_000.0, 20_000.0, 30_000.0, 40_000.0, 60_000.0,
+                80_000.0,
+            ],
             step_secs: 10.0,
             latency_devices: 1_000,
             sos_per_sec: 50.0,
@@ -132,6 +135,8 @@ pub struct RateStep {
     pub drain_ms: f64,
     pub cpu_cores: Option<f64>,
     pub rss_mb: Option<f64>,
+    /// Connection errors (drops, failed reconnects) during the step.
+    pub conn_errors: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -496,10 +501,11 @@ async fn measured_step(
     secs: f64,
 ) -> anyhow::Result<RateStep> {
     let c: &Counters = &fleet.counters;
-    let (p0, a0, nq0) = (
+    let (p0, a0, nq0, e0) = (
         Counters::get(&c.published),
         Counters::get(&c.pubacks),
         Counters::get(&c.not_queued),
+        Counters::get(&c.conn_errors),
     );
     let base = t.processed().await?;
     let cpu = CpuMeter::start(t.proc());
@@ -546,6 +552,7 @@ async fn measured_step(
         drain_ms: round2(done.saturating_duration_since(published_at).as_secs_f64() * 1e3),
         cpu_cores,
         rss_mb: t.rss_mb(),
+        conn_errors: Counters::get(&c.conn_errors) - e0,
     })
 }
 
@@ -558,8 +565,8 @@ async fn throughput(b: &mut Bench, report: &mut Report) -> anyhow::Result<()> {
             for &rate in &b.cfg.rates {
                 let s = measured_step(b, &t, &fleet, Some(rate), b.cfg.step_secs).await?;
                 eprintln!(
-                    "  offered {rate:>8.0}/s: processed {} of {} ({}/s), not queued {}, drain {} ms, cpu {:?}",
-                    s.processed, s.published, s.achieved_per_s, s.not_queued, s.drain_ms, s.cpu_cores
+                    "  offered {rate:>8.0}/s: processed {} of {} ({}/s), not queued {}, drain {} ms, cpu {:?}, connection errors {}",
+                    s.processed, s.published, s.achieved_per_s, s.not_queued, s.drain_ms, s.cpu_cores, s.conn_errors
                 );
                 let saturated = s.lost != 0
                     || s.not_queued as f64 > 0.01 * (s.published + s.not_queued) as f64

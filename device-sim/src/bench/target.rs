@@ -75,6 +75,47 @@ impl SosBook {
     }
 }
 
+/// A task on its own thread and single-threaded runtime: the application side of the
+/// benchmark (board, subscriber) must not be starved by the load generator's thousands
+/// of tasks — in production it is a different process.
+pub struct Dedicated {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Dedicated {
+    pub fn spawn<F, Fut>(name: &str, make: F) -> anyhow::Result<Dedicated>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("runtime for the bench observer")?;
+        std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                rt.block_on(async move {
+                    tokio::select! {
+                        _ = make() => {}
+                        _ = stopped => {}
+                    }
+                })
+            })
+            .context("thread for the bench observer")?;
+        Ok(Dedicated { stop: Some(stop) })
+    }
+}
+
+impl Drop for Dedicated {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
 /// A free loopback port (bound and released; the hub binds it a moment later).
 pub fn free_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
@@ -221,7 +262,7 @@ impl HubProcess {
 pub struct HubSink {
     http: String,
     client: reqwest::Client,
-    ws_task: tokio::task::JoinHandle<()>,
+    _ws: Dedicated,
 }
 
 impl HubSink {
@@ -230,10 +271,18 @@ impl HubSink {
             "{}/api/ws?token={token}",
             http.replacen("http://", "ws://", 1)
         );
-        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
-            .await
-            .context("board websocket")?;
-        let ws_task = tokio::spawn(async move {
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
+        let ws_task = Dedicated::spawn("bench-board", move || async move {
+            let mut ws = match tokio_tungstenite::connect_async(url.as_str()).await {
+                Ok((ws, _)) => {
+                    let _ = ready_tx.send(Ok(()));
+                    ws
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
             while let Some(Ok(msg)) = ws.next().await {
                 let tokio_tungstenite::tungstenite::Message::Text(text) = msg else {
                     continue;
@@ -259,15 +308,20 @@ impl HubSink {
                     _ => {}
                 }
             }
-        });
+        })?;
+        ready_rx
+            .await
+            .context("board websocket task ended")?
+            .map_err(|e| anyhow::anyhow!("board websocket: {e}"))?;
         Ok(HubSink {
             http: http.to_owned(),
             client: reqwest::Client::new(),
-            ws_task,
+            _ws: ws_task,
         })
     }
 
-    async fn metric(&self, name: &str) -> anyhow::Result<u64> {
+    /// Sum of a counter's series whose labels contain `labels` (e.g. `source="event"`).
+    async fn metric(&self, name: &str, labels: &str) -> anyhow::Result<u64> {
         let text = self
             .client
             .get(format!("{}/metrics", self.http))
@@ -280,26 +334,20 @@ impl HubSink {
             .filter(|l| {
                 l.strip_prefix(name)
                     .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+                    && l.contains(labels)
             })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>() as u64)
     }
 
-    /// Events the rules stage has processed (and rejected) so far.
+    /// Device events the rules stage has processed, plus events rejected by the contract
+    /// checks, so far (status messages — connects, Last Wills — are not counted).
     pub async fn processed(&self) -> anyhow::Result<u64> {
-        let ok = self.metric("anxin_observations_processed_total").await?;
-        let rejected = self.metric("anxin_payload_rejected_total").await?;
+        let ok = self
+            .metric("anxin_observations_processed_total", r#"source="event""#)
+            .await?;
+        let rejected = self.metric("anxin_payload_rejected_total", "").await?;
         Ok(ok + rejected)
-    }
-
-    pub async fn rejected(&self) -> anyhow::Result<u64> {
-        self.metric("anxin_payload_rejected_total").await
-    }
-}
-
-impl Drop for HubSink {
-    fn drop(&mut self) {
-        self.ws_task.abort();
     }
 }
 
@@ -307,7 +355,7 @@ impl Drop for HubSink {
 /// ack on the device's ack topic (the least an application must do), watches Last Wills.
 pub struct BrokerSink {
     pub events: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
+    _task: Dedicated,
 }
 
 impl BrokerSink {
@@ -321,12 +369,12 @@ impl BrokerSink {
         mo.set_clean_session(true);
         mo.set_inflight(100);
         mo.set_max_packet_size(1 << 20, 1 << 20);
-        let (client, mut eventloop) = AsyncClient::new(mo, 10_000);
         let events = Arc::new(AtomicU64::new(0));
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let mut ready_tx = Some(ready_tx);
         let counted = events.clone();
-        let task = tokio::spawn(async move {
+        let task = Dedicated::spawn("bench-subscriber", move || async move {
+            let (client, mut eventloop) = AsyncClient::new(mo, 10_000);
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -371,7 +419,7 @@ impl BrokerSink {
                     Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
             }
-        });
+        })?;
         tokio::time::timeout(Duration::from_secs(10), ready_rx)
             .await
             .map_err(|_| {
@@ -381,17 +429,14 @@ impl BrokerSink {
                 )
             })?
             .ok();
-        Ok(BrokerSink { events, task })
+        Ok(BrokerSink {
+            events,
+            _task: task,
+        })
     }
 
     pub fn processed(&self) -> u64 {
         self.events.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for BrokerSink {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 
