@@ -84,7 +84,7 @@ async fn quick_bench_runs_every_scenario_and_accounts_for_every_message() {
             .unwrap_or_else(|| panic!("no storm row for {system}"));
         assert!(s.dropped > 0);
         assert!(s.all_offline_visible_secs.is_some(), "{system}: {s:?}");
-        assert!(s.offline_seen >= s.dropped, "{system}: {s:?}");
+        assert_eq!(s.offline_seen, s.dropped, "{system}: {s:?}");
     }
 
     // kill -9: every critical event sent during the outage is exactly one alarm.

@@ -200,7 +200,11 @@ pub struct Storm {
     /// Until every dropped device is visible as offline: hub = device-offline alarms on
     /// the board; bare broker = Last Will messages at the subscriber.
     pub all_offline_visible_secs: Option<f64>,
+    /// Dropped devices seen offline.
     pub offline_seen: usize,
+    /// Offline notices about any device during the storm (more than `dropped` means
+    /// other devices were also reported offline).
+    pub offline_notices_total: usize,
     pub sos_during_storm: Latency,
     pub ack_during_storm: Latency,
 }
@@ -679,8 +683,12 @@ async fn connections(b: &mut Bench, report: &mut Report) -> anyhow::Result<()> {
             };
             tokio::time::sleep(Duration::from_millis(500)).await;
             let before = t.rss_mb();
+            let began = Instant::now();
             let fleet = Fleet::start(&b.devices[..n], &t.fleet_options(&b.cfg.secret, 500)).await;
-            let ramp = fleet.wait_connected(n, Duration::from_secs(180)).await;
+            let ramp = fleet
+                .wait_connected(n, Duration::from_secs(180))
+                .await
+                .map(|_| began.elapsed());
             // One heartbeat each, as idle devices send.
             for (i, m) in fleet.members.iter().enumerate() {
                 fleet.try_publish(i, &m.events_topic, telemetry("heartbeat", &b.event_id()));
@@ -772,8 +780,7 @@ async fn storm(b: &mut Bench, report: &mut Report) -> anyhow::Result<()> {
             fleet.cut(cut.iter().copied());
             let mut visible = None;
             while at.elapsed() < Duration::from_secs(60) {
-                let seen = t.sos.offline_seen.load(Ordering::Relaxed) - seen0;
-                if seen as usize >= cut_ids.len() {
+                if t.sos.offline_among(&cut_ids) >= cut_ids.len() {
                     visible = Some(round2(at.elapsed().as_secs_f64()));
                     break;
                 }
@@ -788,7 +795,8 @@ async fn storm(b: &mut Bench, report: &mut Report) -> anyhow::Result<()> {
             devices: n,
             dropped: cut_ids.len(),
             all_offline_visible_secs: visible,
-            offline_seen: (t.sos.offline_seen.load(Ordering::Relaxed) - seen0) as usize,
+            offline_seen: t.sos.offline_among(&cut_ids),
+            offline_notices_total: (t.sos.offline_seen.load(Ordering::Relaxed) - seen0) as usize,
             sos_during_storm: Latency::of(t.sos.take_latencies()),
             ack_during_storm: Latency::of(fleet.acks.take_latencies()),
         };

@@ -24,6 +24,8 @@ pub struct SosBook {
     inner: Mutex<SosInner>,
     /// Device-offline notices seen (hub: alarms raised; broker: Last Will messages).
     pub offline_seen: AtomicU64,
+    /// The devices those notices were about.
+    offline_devices: Mutex<std::collections::HashSet<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -65,6 +67,21 @@ impl SosBook {
             .lock()
             .map(|mut g| std::mem::take(&mut g.latencies_ms))
             .unwrap_or_default()
+    }
+
+    fn offline(&self, device: &str) {
+        self.offline_seen.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut g) = self.offline_devices.lock() {
+            g.insert(device.to_owned());
+        }
+    }
+
+    /// How many of `devices` have been seen offline.
+    pub fn offline_among(&self, devices: &std::collections::HashSet<String>) -> usize {
+        self.offline_devices
+            .lock()
+            .map(|g| devices.iter().filter(|d| g.contains(*d)).count())
+            .unwrap_or(0)
     }
 
     /// Forget outstanding SOS events (their deliveries no longer count).
@@ -302,9 +319,7 @@ impl HubSink {
                     .unwrap_or_default();
                 match (step, rule) {
                     ("raised" | "repeated", "sos") => sos.delivered(device),
-                    ("raised", "device-offline") => {
-                        sos.offline_seen.fetch_add(1, Ordering::Relaxed);
-                    }
+                    ("raised", "device-offline") => sos.offline(device),
                     _ => {}
                 }
             }
@@ -411,8 +426,8 @@ impl BrokerSink {
                                     );
                                 }
                             }
-                        } else if memfind(&p.payload, b"offline") {
-                            sos.offline_seen.fetch_add(1, Ordering::Relaxed);
+                        } else if !p.retain && memfind(&p.payload, b"offline") {
+                            sos.offline(&device);
                         }
                     }
                     Ok(_) => {}

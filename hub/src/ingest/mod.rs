@@ -67,6 +67,10 @@ pub async fn run(
     opts.set_clean_session(true);
     opts.set_max_packet_size(128 * 1024, 128 * 1024);
     let (client, mut eventloop) = AsyncClient::new(opts, 1024);
+    // Acks are small and latency-bound: no Nagle delay behind earlier unacked segments.
+    let mut net = rumqttc::NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    eventloop.set_network_options(net);
     let (msg_tx, msg_rx) = mpsc::channel::<Publish>(1024);
     let handler = Handler {
         client: client.clone(),

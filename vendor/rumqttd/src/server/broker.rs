@@ -380,7 +380,18 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
     }
 
     pub async fn start(&mut self, link_type: LinkType) -> Result<(), Error> {
-        let listener = TcpListener::bind(&self.config.listen).await?;
+        // ANXIN PATCH: a listen backlog for reconnect storms (mio's default is 128: with
+        // thousands of devices reconnecting at once, SYNs were dropped and clients timed
+        // out and retried, 22,139 failed attempts for 10,000 devices).
+        let addr = self.config.listen;
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        let listener: TcpListener = socket.listen(4096)?;
         let delay = Duration::from_millis(self.config.next_connection_delay_ms);
         let mut count: usize = 0;
 
@@ -396,9 +407,19 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                 Ok((s, r)) => (s, r),
                 Err(e) => {
                     error!(error=?e, "Unable to accept socket.");
+                    // ANXIN PATCH: out of file descriptors (EMFILE) the listener stays
+                    // readable and upstream spun on accept at 100 % CPU, starving the
+                    // very connections whose close would free descriptors. Back off.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             };
+            // ANXIN PATCH: no Nagle delay on what the broker sends devices (a small ack
+            // written while an earlier segment is unacknowledged waited ~40 ms for the
+            // peer's delayed ACK). Mosquitto's ack path measured 2 ms at p50.
+            if let Err(e) = stream.set_nodelay(true) {
+                error!(error=?e, "Unable to set TCP_NODELAY.");
+            }
 
             let (network, tenant_id) = match self.tls_accept(stream).await {
                 Ok(o) => o,
@@ -461,7 +482,11 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                 ),
             };
 
-            time::sleep(delay).await;
+            // ANXIN PATCH: a zero delay means none (upstream still slept one timer tick,
+            // capping accepts at ~850/s).
+            if !delay.is_zero() {
+                time::sleep(delay).await;
+            }
         }
     }
 }
