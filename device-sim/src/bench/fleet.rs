@@ -241,6 +241,12 @@ fn spawn_member(
         true,
     ));
     let (client, mut eventloop) = AsyncClient::new(mo, 10);
+    // A device gives a CONNECT 10 s before it retries (rumqttc's default is 5 s): a retry
+    // while the broker still works on the first CONNECT makes the two sessions take each
+    // other over.
+    let mut net = rumqttc::NetworkOptions::new();
+    net.set_connection_timeout(10);
+    eventloop.set_network_options(net);
     let up = Arc::new(AtomicBool::new(false));
     let (c, counters, acks, up2, id2) = (
         client.clone(),

@@ -1126,37 +1126,32 @@ impl Report {
         }
         let la = Self::pick(&self.latency, "anxin", |x| &x.system);
         let lb = Self::pick(&self.latency, "mosquitto", |x| &x.system);
-        for (what, f) in [
-            (
-                "SOS → board p50",
-                (|l: &Latency| l.p50_ms) as fn(&Latency) -> f64,
-            ),
-            ("SOS → board p99", |l| l.p99_ms),
-            ("SOS → board p99.9", |l| l.p999_ms),
-        ] {
-            row(
-                "latency at 50% load",
-                what,
-                la.map(|l| f(&l.to_board)),
-                lb.map(|l| f(&l.to_board)),
-                " ms",
-            );
-        }
-        for (what, f) in [
-            (
-                "SOS → device ack p50",
-                (|l: &Latency| l.p50_ms) as fn(&Latency) -> f64,
-            ),
-            ("SOS → device ack p99", |l| l.p99_ms),
-            ("SOS → device ack p99.9", |l| l.p999_ms),
-        ] {
-            row(
-                "",
-                what,
-                la.map(|l| f(&l.to_ack)),
-                lb.map(|l| f(&l.to_ack)),
-                " ms",
-            );
+        type Pick = fn(&LatencyRun) -> &Latency;
+        type Pct = fn(&Latency) -> f64;
+        let paths: [(&str, Pick); 2] = [
+            ("SOS → board", |l| &l.to_board),
+            ("SOS → device ack", |l| &l.to_ack),
+        ];
+        for (k, (path, which)) in paths.into_iter().enumerate() {
+            let pcts: [(&str, Pct); 3] = [
+                ("p50", |l| l.p50_ms),
+                ("p99", |l| l.p99_ms),
+                ("p99.9", |l| l.p999_ms),
+            ];
+            for (j, (pct, f)) in pcts.into_iter().enumerate() {
+                let scenario = if k == 0 && j == 0 {
+                    "latency at 50% load"
+                } else {
+                    ""
+                };
+                row(
+                    scenario,
+                    &format!("{path} {pct}"),
+                    la.map(|l| f(which(l))),
+                    lb.map(|l| f(which(l))),
+                    " ms",
+                );
+            }
         }
         let ca = Self::pick(&self.connections, "anxin", |x| &x.system);
         let cb = Self::pick(&self.connections, "mosquitto", |x| &x.system);
