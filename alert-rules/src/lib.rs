@@ -263,6 +263,22 @@ pub enum Signal {
     Temperature { celsius: f64 },
     /// Battery charge in percent.
     Battery { percent: f64 },
+    /// Interval water volume: m³ used since the device's previous report (meters
+    /// that report consumption per period instead of a running total).
+    WaterVolume { m3: f64 },
+    /// Interval energy: kWh used since the device's previous report, plus optional
+    /// instantaneous power.
+    EnergyVolume { kwh: f64, power_w: Option<f64> },
+    /// Wearable step count since its previous report.
+    Steps { count: f64 },
+    /// Daily "I'm OK" button press.
+    CheckIn,
+    /// A carer's visit starts (`start: true`: check-in, e.g. an NFC tag read at the
+    /// door) or ends (check-out). `carer` is the carer's tag or staff id, if known.
+    Visit { start: bool, carer: Option<String> },
+    /// "Leaving home" (`away: true`, optionally for `hours`) or "back home"
+    /// (`away: false`) button.
+    Away { away: bool, hours: Option<f64> },
     /// Periodic keep-alive.
     Heartbeat,
     /// Device (re)connected / status online.
@@ -273,8 +289,9 @@ pub enum Signal {
 
 impl Signal {
     /// The signal's name as used in rule files: `sos fall motion door bed
-    /// smoke gas water_leak water_meter power_meter heart_rate temperature
-    /// battery heartbeat online offline`.
+    /// smoke gas water_leak water_meter power_meter water_volume energy_volume
+    /// heart_rate temperature battery steps checkin visit away heartbeat online
+    /// offline`.
     pub fn name(&self) -> &'static str {
         match self {
             Signal::Sos => "sos",
@@ -290,6 +307,12 @@ impl Signal {
             Signal::HeartRate { .. } => "heart_rate",
             Signal::Temperature { .. } => "temperature",
             Signal::Battery { .. } => "battery",
+            Signal::WaterVolume { .. } => "water_volume",
+            Signal::EnergyVolume { .. } => "energy_volume",
+            Signal::Steps { .. } => "steps",
+            Signal::CheckIn => "checkin",
+            Signal::Visit { .. } => "visit",
+            Signal::Away { .. } => "away",
             Signal::Heartbeat => "heartbeat",
             Signal::Online => "online",
             Signal::Offline => "offline",
