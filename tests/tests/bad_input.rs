@@ -50,6 +50,33 @@ async fn every_bad_payload_gets_its_reason_and_the_hub_keeps_serving() {
             events.clone(),
             format!("{{{head},\"kind\":\"battery\",\"percent\":-5}}").into_bytes(),
         ),
+        // The kinds of issue 4: interval meters, steps, carer visits, away button.
+        (
+            "missing_field",
+            events.clone(),
+            format!("{{{head},\"kind\":\"water_meter\"}}").into_bytes(),
+        ),
+        (
+            "invalid_value",
+            events.clone(),
+            format!("{{{head},\"kind\":\"water_meter\",\"total_m3\":1,\"interval_m3\":0.1}}")
+                .into_bytes(),
+        ),
+        (
+            "wrong_type",
+            events.clone(),
+            format!("{{{head},\"kind\":\"steps\",\"steps\":\"12\"}}").into_bytes(),
+        ),
+        (
+            "invalid_value",
+            events.clone(),
+            format!("{{{head},\"kind\":\"visit\",\"action\":\"begin\"}}").into_bytes(),
+        ),
+        (
+            "invalid_value",
+            events.clone(),
+            format!("{{{head},\"kind\":\"away\",\"away\":true,\"hours\":0}}").into_bytes(),
+        ),
         (
             "unsupported_version",
             events.clone(),
@@ -132,6 +159,31 @@ async fn every_bad_payload_gets_its_reason_and_the_hub_keeps_serving() {
         .await
         .expect("other device served");
     assert_eq!(ack["result"], "stored");
+
+    // Valid events of the new kinds are accepted and counted under their wire kind.
+    for (kind, fields) in [
+        ("checkin", json!({})),
+        ("visit", json!({"action": "start", "carer": "tag-123"})),
+        ("visit", json!({"action": "end"})),
+        ("water_meter", json!({"interval_m3": 0.004})),
+    ] {
+        dev.send(&payload::event(kind, fields))
+            .await
+            .expect("publish");
+    }
+    hub.eventually("new kinds counted", || async {
+        let metrics = reqwest::get(format!("{}/metrics", hub.http))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        ["checkin", "visit", "water_meter"]
+            .iter()
+            .all(|k| metrics.contains(&format!("anxin_device_events_total{{kind=\"{k}\"}}")))
+            .then_some(())
+    })
+    .await;
 
     // Rejections are counted by code.
     let metrics = reqwest::get(format!("{}/metrics", hub.http))

@@ -219,12 +219,7 @@ pub fn parse_event(payload: &[u8]) -> Result<DeviceEvent, Rejection> {
         r.event_id = Some(event_id.clone());
         r
     };
-    if event_id.is_empty()
-        || event_id.len() > 64
-        || !event_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
-    {
+    if !is_token(&event_id) {
         return Err(Rejection::new(
             ErrorCode::InvalidValue,
             "field `event_id` must be 1-64 characters of A-Z a-z 0-9 . _ : -",
@@ -253,6 +248,33 @@ pub fn parse_event(payload: &[u8]) -> Result<DeviceEvent, Rejection> {
         signal,
     })
 }
+
+/// Every event kind of contract v1, as sent in `kind` and stored as the event's kind.
+pub const EVENT_KINDS: [&str; 18] = [
+    "sos",
+    "fall",
+    "motion",
+    "door",
+    "bed",
+    "smoke",
+    "gas",
+    "water_leak",
+    "water_meter",
+    "power_meter",
+    "heart_rate",
+    "temperature",
+    "battery",
+    "steps",
+    "checkin",
+    "visit",
+    "away",
+    "heartbeat",
+];
+
+/// Largest `steps` count one report may carry.
+const MAX_STEPS: f64 = 100_000.0;
+/// Longest announced absence (`away.hours`): 90 days.
+const MAX_AWAY_HOURS: f64 = 2160.0;
 
 fn parse_kind(kind: &str, obj: &Map<String, Value>) -> Result<(&'static str, Signal), Rejection> {
     let signal = match kind {
@@ -295,17 +317,36 @@ fn parse_kind(kind: &str, obj: &Map<String, Value>) -> Result<(&'static str, Sig
         "water_leak" => Signal::WaterLeak {
             leak: get_bool(obj, "leak")?,
         },
-        "water_meter" => Signal::WaterMeter {
-            total_m3: in_range(obj, "total_m3", 0.0, 1e9)?,
-        },
-        "power_meter" => Signal::PowerMeter {
-            total_kwh: in_range(obj, "total_kwh", 0.0, 1e9)?,
-            power_w: if obj.contains_key("power_w") {
+        "water_meter" => {
+            if exactly_one(obj, "total_m3", "interval_m3")? {
+                Signal::WaterMeter {
+                    total_m3: in_range(obj, "total_m3", 0.0, 1e9)?,
+                }
+            } else {
+                Signal::WaterVolume {
+                    m3: in_range(obj, "interval_m3", 0.0, 1000.0)?,
+                }
+            }
+        }
+        "power_meter" => {
+            let cumulative = exactly_one(obj, "total_kwh", "interval_kwh")?;
+            let power_w = if obj.contains_key("power_w") {
                 Some(in_range(obj, "power_w", 0.0, 1e6)?)
             } else {
                 None
-            },
-        },
+            };
+            if cumulative {
+                Signal::PowerMeter {
+                    total_kwh: in_range(obj, "total_kwh", 0.0, 1e9)?,
+                    power_w,
+                }
+            } else {
+                Signal::EnergyVolume {
+                    kwh: in_range(obj, "interval_kwh", 0.0, 100_000.0)?,
+                    power_w,
+                }
+            }
+        }
         "heart_rate" => Signal::HeartRate {
             bpm: in_range(obj, "bpm", 20.0, 250.0)?,
         },
@@ -315,16 +356,116 @@ fn parse_kind(kind: &str, obj: &Map<String, Value>) -> Result<(&'static str, Sig
         "battery" => Signal::Battery {
             percent: in_range(obj, "percent", 0.0, 100.0)?,
         },
+        "steps" => {
+            let n = get_num(obj, "steps")?;
+            if !(0.0..=MAX_STEPS).contains(&n) || n.fract() != 0.0 {
+                return Err(Rejection::new(
+                    ErrorCode::InvalidValue,
+                    format!(
+                        "field `steps` must be a whole number between 0 and {MAX_STEPS}, got {n}"
+                    ),
+                ));
+            }
+            Signal::Steps { count: n }
+        }
+        "checkin" => Signal::CheckIn,
+        "visit" => {
+            let start = match get_str(obj, "action")? {
+                "start" => true,
+                "end" => false,
+                other => {
+                    return Err(Rejection::new(
+                        ErrorCode::InvalidValue,
+                        format!(
+                            "field `action` must be \"start\" or \"end\", got {:?}",
+                            shorten(other)
+                        ),
+                    ))
+                }
+            };
+            let carer = match obj.get("carer") {
+                None => None,
+                Some(Value::String(c)) if is_token(c) => Some(c.clone()),
+                // The value is not echoed: a carer id may identify a person.
+                Some(Value::String(_)) => {
+                    return Err(Rejection::new(
+                        ErrorCode::InvalidValue,
+                        "field `carer` must be 1-64 characters of A-Z a-z 0-9 . _ : -",
+                    ))
+                }
+                Some(other) => return Err(wrong_type("carer", "a string", other)),
+            };
+            Signal::Visit { start, carer }
+        }
+        "away" => {
+            let away = get_bool(obj, "away")?;
+            let hours = if obj.contains_key("hours") {
+                let h = get_num(obj, "hours")?;
+                if !(h > 0.0 && h <= MAX_AWAY_HOURS) {
+                    return Err(Rejection::new(
+                        ErrorCode::InvalidValue,
+                        format!("field `hours` must be greater than 0 and at most {MAX_AWAY_HOURS}, got {h}"),
+                    ));
+                }
+                // A duration means nothing for "back home": checked, then dropped.
+                away.then_some(h)
+            } else {
+                None
+            };
+            Signal::Away { away, hours }
+        }
         "heartbeat" => Signal::Heartbeat,
         other => {
-            let shown: String = other.chars().take(32).collect();
             return Err(Rejection::new(
                 ErrorCode::UnknownKind,
-                format!("unknown event kind {shown:?}; v1 kinds are sos, fall, motion, door, bed, smoke, gas, water_leak, water_meter, power_meter, heart_rate, temperature, battery, heartbeat"),
+                format!(
+                    "unknown event kind {:?}; v1 kinds are {}",
+                    shorten(other),
+                    EVENT_KINDS.join(", ")
+                ),
             ));
         }
     };
-    Ok((signal.name(), signal))
+    Ok((wire_kind(&signal), signal))
+}
+
+/// The `kind` an event arrived as. Interval meter readings share the wire kind of their
+/// cumulative sibling; every other signal is named like its kind.
+fn wire_kind(signal: &Signal) -> &'static str {
+    match signal {
+        Signal::WaterVolume { .. } => "water_meter",
+        Signal::EnergyVolume { .. } => "power_meter",
+        other => other.name(),
+    }
+}
+
+/// Two fields of which a payload carries exactly one. `Ok(true)` if it is `first`.
+fn exactly_one(obj: &Map<String, Value>, first: &str, second: &str) -> Result<bool, Rejection> {
+    match (obj.contains_key(first), obj.contains_key(second)) {
+        (true, false) => Ok(true),
+        (false, true) => Ok(false),
+        (false, false) => Err(Rejection::new(
+            ErrorCode::MissingField,
+            format!("missing field `{first}` or `{second}`: send exactly one of them"),
+        )),
+        (true, true) => Err(Rejection::new(
+            ErrorCode::InvalidValue,
+            format!("fields `{first}` and `{second}` exclude each other: send exactly one of them"),
+        )),
+    }
+}
+
+/// 1-64 characters of `A-Z a-z 0-9 . _ : -` (event ids, carer ids).
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
+}
+
+/// A device-supplied string cut to 32 characters for an error reason.
+fn shorten(s: &str) -> String {
+    s.chars().take(32).collect()
 }
 
 fn parse_object(payload: &[u8]) -> Result<Map<String, Value>, Rejection> {
@@ -532,6 +673,379 @@ mod tests {
             parse_event(&[0x7b, 0xff, 0xfe]).map_err(|r| r.code),
             Err(ErrorCode::InvalidUtf8)
         );
+    }
+
+    fn event(body: &str) -> String {
+        format!("{{{HEAD},{body}}}")
+    }
+
+    #[test]
+    fn new_kinds_parse_to_their_signal_and_keep_the_wire_kind() {
+        let carer = |c: &str| Some(c.to_owned());
+        let max_carer = format!(
+            r#""kind":"visit","action":"end","carer":"{}""#,
+            "c".repeat(64)
+        );
+        let cases: Vec<(&str, Signal, &str)> = vec![
+            (r#""kind":"checkin""#, Signal::CheckIn, "checkin"),
+            (
+                r#""kind":"steps","steps":0"#,
+                Signal::Steps { count: 0.0 },
+                "steps",
+            ),
+            (
+                r#""kind":"steps","steps":1234"#,
+                Signal::Steps { count: 1234.0 },
+                "steps",
+            ),
+            (
+                r#""kind":"steps","steps":100000"#,
+                Signal::Steps { count: 100000.0 },
+                "steps",
+            ),
+            (
+                r#""kind":"steps","steps":250.0"#,
+                Signal::Steps { count: 250.0 },
+                "steps",
+            ),
+            (
+                r#""kind":"visit","action":"start","carer":"tag-123""#,
+                Signal::Visit {
+                    start: true,
+                    carer: carer("tag-123"),
+                },
+                "visit",
+            ),
+            (
+                r#""kind":"visit","action":"end","carer":"Staff.07:nfc_A-1""#,
+                Signal::Visit {
+                    start: false,
+                    carer: carer("Staff.07:nfc_A-1"),
+                },
+                "visit",
+            ),
+            (
+                r#""kind":"visit","action":"start""#,
+                Signal::Visit {
+                    start: true,
+                    carer: None,
+                },
+                "visit",
+            ),
+            (
+                &max_carer,
+                Signal::Visit {
+                    start: false,
+                    carer: carer(&"c".repeat(64)),
+                },
+                "visit",
+            ),
+            (
+                r#""kind":"away","away":true,"hours":72"#,
+                Signal::Away {
+                    away: true,
+                    hours: Some(72.0),
+                },
+                "away",
+            ),
+            (
+                r#""kind":"away","away":true,"hours":2160"#,
+                Signal::Away {
+                    away: true,
+                    hours: Some(2160.0),
+                },
+                "away",
+            ),
+            (
+                r#""kind":"away","away":true,"hours":0.5"#,
+                Signal::Away {
+                    away: true,
+                    hours: Some(0.5),
+                },
+                "away",
+            ),
+            (
+                r#""kind":"away","away":true"#,
+                Signal::Away {
+                    away: true,
+                    hours: None,
+                },
+                "away",
+            ),
+            (
+                r#""kind":"away","away":false"#,
+                Signal::Away {
+                    away: false,
+                    hours: None,
+                },
+                "away",
+            ),
+            // "Back home" with a duration: checked, and the duration dropped.
+            (
+                r#""kind":"away","away":false,"hours":72"#,
+                Signal::Away {
+                    away: false,
+                    hours: None,
+                },
+                "away",
+            ),
+            (
+                r#""kind":"water_meter","total_m3":12.5"#,
+                Signal::WaterMeter { total_m3: 12.5 },
+                "water_meter",
+            ),
+            (
+                r#""kind":"water_meter","interval_m3":0.012"#,
+                Signal::WaterVolume { m3: 0.012 },
+                "water_meter",
+            ),
+            (
+                r#""kind":"water_meter","interval_m3":0"#,
+                Signal::WaterVolume { m3: 0.0 },
+                "water_meter",
+            ),
+            (
+                r#""kind":"water_meter","interval_m3":1000"#,
+                Signal::WaterVolume { m3: 1000.0 },
+                "water_meter",
+            ),
+            (
+                r#""kind":"power_meter","total_kwh":3"#,
+                Signal::PowerMeter {
+                    total_kwh: 3.0,
+                    power_w: None,
+                },
+                "power_meter",
+            ),
+            (
+                r#""kind":"power_meter","interval_kwh":0.25,"power_w":40"#,
+                Signal::EnergyVolume {
+                    kwh: 0.25,
+                    power_w: Some(40.0),
+                },
+                "power_meter",
+            ),
+            (
+                r#""kind":"power_meter","interval_kwh":0"#,
+                Signal::EnergyVolume {
+                    kwh: 0.0,
+                    power_w: None,
+                },
+                "power_meter",
+            ),
+            (
+                r#""kind":"power_meter","interval_kwh":100000"#,
+                Signal::EnergyVolume {
+                    kwh: 100000.0,
+                    power_w: None,
+                },
+                "power_meter",
+            ),
+        ];
+        for (body, signal, kind) in cases {
+            let payload = event(body);
+            let ev = parse_event(payload.as_bytes())
+                .unwrap_or_else(|r| panic!("{payload}: {:?} {}", r.code, r.reason));
+            assert_eq!(ev.signal, signal, "{payload}");
+            assert_eq!(ev.kind, kind, "{payload}");
+            assert!(!ev.is_critical(), "{payload}");
+        }
+    }
+
+    #[test]
+    fn new_kinds_reject_each_defect_and_name_the_field() {
+        use ErrorCode::{InvalidValue, MissingField, WrongType};
+        // (body, code, fields the reason must name)
+        let long_carer = format!(
+            r#""kind":"visit","action":"start","carer":"{}""#,
+            "c".repeat(65)
+        );
+        let cases: Vec<(&str, ErrorCode, &[&str])> = vec![
+            (r#""kind":"steps""#, MissingField, &["steps"]),
+            (r#""kind":"steps","steps":"12""#, WrongType, &["steps"]),
+            (r#""kind":"steps","steps":null"#, WrongType, &["steps"]),
+            (r#""kind":"steps","steps":-1"#, InvalidValue, &["steps"]),
+            (r#""kind":"steps","steps":100001"#, InvalidValue, &["steps"]),
+            (r#""kind":"steps","steps":12.5"#, InvalidValue, &["steps"]),
+            (r#""kind":"visit""#, MissingField, &["action"]),
+            (
+                r#""kind":"visit","carer":"tag-1""#,
+                MissingField,
+                &["action"],
+            ),
+            (r#""kind":"visit","action":true"#, WrongType, &["action"]),
+            (
+                r#""kind":"visit","action":"begin""#,
+                InvalidValue,
+                &["action"],
+            ),
+            (
+                r#""kind":"visit","action":"START""#,
+                InvalidValue,
+                &["action"],
+            ),
+            (
+                r#""kind":"visit","action":"start","carer":123"#,
+                WrongType,
+                &["carer"],
+            ),
+            (
+                r#""kind":"visit","action":"start","carer":null"#,
+                WrongType,
+                &["carer"],
+            ),
+            (
+                r#""kind":"visit","action":"start","carer":"""#,
+                InvalidValue,
+                &["carer"],
+            ),
+            (
+                r#""kind":"visit","action":"end","carer":"Li Wei""#,
+                InvalidValue,
+                &["carer"],
+            ),
+            (
+                r#""kind":"visit","action":"end","carer":"tag/1""#,
+                InvalidValue,
+                &["carer"],
+            ),
+            (&long_carer, InvalidValue, &["carer"]),
+            (r#""kind":"away""#, MissingField, &["away"]),
+            (r#""kind":"away","hours":72"#, MissingField, &["away"]),
+            (r#""kind":"away","away":"true""#, WrongType, &["away"]),
+            (r#""kind":"away","away":1"#, WrongType, &["away"]),
+            (
+                r#""kind":"away","away":true,"hours":"72""#,
+                WrongType,
+                &["hours"],
+            ),
+            (
+                r#""kind":"away","away":true,"hours":0"#,
+                InvalidValue,
+                &["hours"],
+            ),
+            (
+                r#""kind":"away","away":true,"hours":-3"#,
+                InvalidValue,
+                &["hours"],
+            ),
+            (
+                r#""kind":"away","away":true,"hours":2160.5"#,
+                InvalidValue,
+                &["hours"],
+            ),
+            (
+                r#""kind":"away","away":false,"hours":0"#,
+                InvalidValue,
+                &["hours"],
+            ),
+            (
+                r#""kind":"water_meter""#,
+                MissingField,
+                &["total_m3", "interval_m3"],
+            ),
+            (
+                r#""kind":"water_meter","total_m3":1,"interval_m3":0.1"#,
+                InvalidValue,
+                &["total_m3", "interval_m3"],
+            ),
+            (
+                r#""kind":"water_meter","interval_m3":"0.1""#,
+                WrongType,
+                &["interval_m3"],
+            ),
+            (
+                r#""kind":"water_meter","interval_m3":-0.1"#,
+                InvalidValue,
+                &["interval_m3"],
+            ),
+            (
+                r#""kind":"water_meter","interval_m3":1000.5"#,
+                InvalidValue,
+                &["interval_m3"],
+            ),
+            (
+                r#""kind":"water_meter","total_m3":-1"#,
+                InvalidValue,
+                &["total_m3"],
+            ),
+            (
+                r#""kind":"power_meter""#,
+                MissingField,
+                &["total_kwh", "interval_kwh"],
+            ),
+            (
+                r#""kind":"power_meter","power_w":40"#,
+                MissingField,
+                &["total_kwh", "interval_kwh"],
+            ),
+            (
+                r#""kind":"power_meter","total_kwh":1,"interval_kwh":0.1"#,
+                InvalidValue,
+                &["total_kwh", "interval_kwh"],
+            ),
+            (
+                r#""kind":"power_meter","interval_kwh":false"#,
+                WrongType,
+                &["interval_kwh"],
+            ),
+            (
+                r#""kind":"power_meter","interval_kwh":-1"#,
+                InvalidValue,
+                &["interval_kwh"],
+            ),
+            (
+                r#""kind":"power_meter","interval_kwh":100001"#,
+                InvalidValue,
+                &["interval_kwh"],
+            ),
+            (
+                r#""kind":"power_meter","interval_kwh":1,"power_w":-5"#,
+                InvalidValue,
+                &["power_w"],
+            ),
+            (
+                r#""kind":"power_meter","interval_kwh":1,"power_w":"5""#,
+                WrongType,
+                &["power_w"],
+            ),
+        ];
+        for (body, code, fields) in cases {
+            let payload = event(body);
+            let rej = parse_event(payload.as_bytes()).expect_err(&payload);
+            assert_eq!(rej.code, code, "{payload}: {}", rej.reason);
+            assert_eq!(rej.event_id.as_deref(), Some("e-1"), "{payload}");
+            for field in fields {
+                assert!(
+                    rej.reason.contains(&format!("`{field}`")),
+                    "{payload}: the reason must name `{field}`: {}",
+                    rej.reason
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_rejected_carer_id_is_not_echoed() {
+        let rej =
+            parse_event(event(r#""kind":"visit","action":"start","carer":"Li Wei""#).as_bytes())
+                .expect_err("bad carer");
+        assert!(!rej.reason.contains("Li Wei"), "{}", rej.reason);
+    }
+
+    #[test]
+    fn every_listed_kind_is_known_and_the_unknown_kind_reason_lists_them() {
+        for kind in EVENT_KINDS {
+            let payload = event(&format!(r#""kind":"{kind}""#));
+            if let Err(rej) = parse_event(payload.as_bytes()) {
+                assert_ne!(rej.code, ErrorCode::UnknownKind, "{kind}: {}", rej.reason);
+            }
+        }
+        let rej = parse_event(event(r#""kind":"teleport""#).as_bytes()).expect_err("unknown");
+        assert_eq!(rej.code, ErrorCode::UnknownKind);
+        for kind in EVENT_KINDS {
+            assert!(rej.reason.contains(kind), "{kind} missing: {}", rej.reason);
+        }
     }
 
     #[test]
