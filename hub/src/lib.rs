@@ -10,6 +10,8 @@
 //! - [`http`]: REST + websocket, scope enforced server-side.
 //! - [`store`]: the only module with SQL.
 //! - [`app`]: wiring; [`cli`]: the `hub` command; [`config`]: settings; [`clock`]: injected time.
+//! - [`rules_tool`]: `hub rules check` / `hub rules test` — validate a rules file, replay a
+//!   recorded device stream through it on virtual time (supervisor tooling, no hub needed).
 
 pub mod alarms;
 pub mod app;
@@ -24,6 +26,7 @@ pub mod import;
 pub mod ingest;
 pub mod notify;
 pub mod rules;
+pub mod rules_tool;
 pub mod secrets;
 pub mod store;
 pub mod telemetry;
