@@ -91,7 +91,8 @@ struct SendArgs {
     #[arg(long, env = "ANXIN_DEVICE_SECRET")]
     secret: String,
     /// Event kind: sos, fall, motion, door, bed, smoke, gas, water_leak, water_meter,
-    /// power_meter, heart_rate, temperature, battery, heartbeat.
+    /// power_meter, heart_rate, temperature, battery, heartbeat, steps, checkin, visit,
+    /// away.
     kind: String,
     /// Kind-specific fields as a JSON object, e.g. '{"open":true}'.
     #[arg(default_value = "{}")]
@@ -232,10 +233,11 @@ fn generate(a: GenerateArgs) -> anyhow::Result<()> {
         serde_json::to_string_pretty(&config)?,
     )?;
     std::fs::write(a.out.join("secret.txt"), &a.secret)?;
-    std::fs::write(
-        a.out.join("rules.toml"),
-        sim_rules(config.heartbeat_minutes)?,
-    )?;
+    let rules = sim::rules_file::sim_rules(&config, &scenario.district)?;
+    std::fs::write(a.out.join("rules.toml"), &rules.text)?;
+    for note in &rules.notes {
+        eprintln!("rules.toml: {note}");
+    }
     std::fs::write(
         a.out.join("incidents.json"),
         serde_json::to_string_pretty(&scenario.incidents_json())?,
@@ -255,6 +257,22 @@ fn generate(a: GenerateArgs) -> anyhow::Result<()> {
         began.elapsed().as_secs_f64(),
         a.out.display()
     );
+    let mut kinds = std::collections::BTreeMap::new();
+    for i in &scenario.incidents {
+        *kinds.entry(i.kind.as_str()).or_insert(0usize) += 1;
+    }
+    let kinds = kinds
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect::<Vec<_>>();
+    eprintln!("incidents by kind: {}", kinds.join(", "));
+    let homes = &scenario.district.households;
+    eprintln!(
+        "households: {} with the daily check-in, {} interval water meters, {} interval power meters",
+        homes.iter().filter(|h| h.checkin).count(),
+        homes.iter().filter(|h| h.interval_water).count(),
+        homes.iter().filter(|h| h.interval_power).count(),
+    );
     eprintln!(
         "next: hub admin import --dir {0} --default-secret {2}\n      HUB_RULES__FILE={0}/rules.toml hub run --demo --simulated-clock {1}T00:00:00+08:00\n      device-sim run --dir {0}; device-sim evaluate --dir {0}",
         a.out.display(),
@@ -262,20 +280,6 @@ fn generate(a: GenerateArgs) -> anyhow::Result<()> {
         a.secret
     );
     Ok(())
-}
-
-/// The shipped default rules, with the device-offline rule matched to the simulated
-/// heartbeat interval (a month of 5-minute heartbeats from every device would be ~20
-/// million messages; the simulation sends them hourly). Every other rule is the default.
-fn sim_rules(heartbeat_minutes: u32) -> anyhow::Result<String> {
-    let default = alert_rules::RuleSet::DEFAULT_TOML;
-    let line = default
-        .lines()
-        .find(|l| l.trim_start().starts_with("heartbeat_minutes"))
-        .context("default rules have no heartbeat_minutes line")?;
-    let text = default.replacen(line, &format!("heartbeat_minutes = {heartbeat_minutes}   # device-sim: matches the simulated heartbeat interval"), 1);
-    alert_rules::RuleSet::from_toml_str(&text).context("simulation rules")?;
-    Ok(text)
 }
 
 fn load(dir: &Path) -> anyhow::Result<(sim::Scenario, String)> {

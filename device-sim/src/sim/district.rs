@@ -1,6 +1,6 @@
 //! Towns, villages, households, elders and devices. Fictional names only.
 
-use super::rng::{chance, int, pick, rng_for, tag};
+use super::rng::{chance, int, pick, rng_for, tag, uni};
 use super::{Device, District, Elder, Household, SimConfig, Town, Village};
 
 /// Motion sensors: id suffix and room.
@@ -10,6 +10,23 @@ const PIRS: [(&str, &str); 4] = [
     ("pir-3", "kitchen"),
     ("pir-4", "living_room"),
 ];
+
+/// Share of households whose water meter reports interval volumes (`interval_m3`).
+const INTERVAL_WATER_SHARE: f64 = 0.2;
+/// Share of power meters that report interval energy (`interval_kwh`).
+const INTERVAL_POWER_SHARE: f64 = 0.2;
+/// Share of households with the daily "I'm OK" check-in enabled.
+const CHECKIN_SHARE: f64 = 0.1;
+
+/// Whether household `index` has feature `which`, for about `p` of the households: a
+/// low-discrepancy sequence (golden ratio) with a per-seed offset, so the share is close
+/// to `p` in a district of any size, and a household keeps its features when households
+/// are added.
+fn share(cfg: &SimConfig, index: usize, which: u64, p: f64) -> bool {
+    const GOLDEN: f64 = 0.618_033_988_749_894_9;
+    let offset = uni(&mut rng_for(cfg.seed, tag::FEATURES, which, 0), 0.0, 1.0);
+    ((index as f64 + 1.0) * GOLDEN + offset).fract() < p
+}
 
 pub(crate) fn build(cfg: &SimConfig) -> District {
     let villages_n = if cfg.households > 0 {
@@ -96,6 +113,11 @@ fn household(cfg: &SimConfig, index: usize, villages: &[Village]) -> Household {
     if has_wearable {
         devices.push(dev("wearable", "wearable", None));
     }
+    let interval_water = share(cfg, index, 0, INTERVAL_WATER_SHARE);
+    let interval_power = share(cfg, index, 1, INTERVAL_POWER_SHARE) && has_power;
+    let checkin = share(cfg, index, 2, CHECKIN_SHARE);
+    // One carer per village.
+    let carer_tag = format!("carer-{village_id}");
     Household {
         elder: Elder {
             id: format!("e-{n:04}"),
@@ -105,6 +127,10 @@ fn household(cfg: &SimConfig, index: usize, villages: &[Village]) -> Household {
         village_id,
         address,
         devices,
+        checkin,
+        interval_water,
+        interval_power,
+        carer_tag,
     }
 }
 

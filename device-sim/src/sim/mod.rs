@@ -13,29 +13,44 @@
 //! # What is simulated
 //!
 //! Every elder follows a daily routine with variation (seeded ChaCha streams; the same
-//! seed gives a byte-identical scenario): wake 06:00–08:00 (later at weekends), bed
-//! sensor, night bathroom visits, three meals in the kitchen (motion, cooking on the
-//! power meter, water use), living-room motion every 20–60 minutes while at home and
-//! awake, daytime bathroom visits, naps, showers, outings of 1–3.5 hours (door open /
-//! closed, no indoor signs of life meanwhile), visitors and a carer about three times a
-//! week. Devices also report on their own: a `heartbeat` every
+//! seed gives a byte-identical scenario): wake 06:05–08:30 (later at weekends), bed
+//! sensor, night bathroom visits (back in bed within 20 minutes), three meals in the
+//! kitchen (motion, cooking on the power meter, water use), living-room motion every
+//! 20–60 minutes while at home and awake, daytime bathroom visits, naps, showers, outings
+//! of 1–3.5 hours (door open / closed, no indoor signs of life meanwhile), visitors, and
+//! a carer three times every calendar week who taps an NFC tag on the door reader
+//! (`visit` start / end with the carer's tag). About 10 % of households have the daily
+//! "I'm OK" check-in: the elder presses `checkin` on the pendant every morning before
+//! 09:00. Devices also report on their own: a `heartbeat` every
 //! [`SimConfig::heartbeat_minutes`] (jittered: 0–10 % late), temperature hourly from the
-//! living-room motion sensor, battery levels daily, cumulative water / power meter
-//! readings every 30–60 minutes (the power meter also on every appliance switch), heart
-//! rate from the wearable every 20–30 minutes.
+//! living-room motion sensor, battery levels daily, water / power meter readings every
+//! 30–60 minutes (the power meter also on every appliance switch) — cumulative
+//! (`total_m3`, `total_kwh`; a few reset to 0 once, at night) or, for about 20 % of
+//! households each, interval readings (`interval_m3`, `interval_kwh`) — and from the
+//! wearable a heart rate every 20–30 minutes, with `steps` since the previous report
+//! when the elder is out of bed and has moved.
 //!
 //! On a day without an incident the default rules raise nothing: the daytime silence
-//! stays under 4 hours and water is used every day. (Device health assumes the
+//! stays under 4 hours, everyone is up by 08:30, night trips end back in bed, every 24 h
+//! use more than 10 L of water (and far less than 1 m³) and more than 0.5 kWh on the
+//! kitchen plug, and the carer comes three times a week. [`truth`] holds a reference
+//! model of the rules that checks exactly this (see
+//! [`Scenario::unexplained_reference_raises`]). (Device health assumes the
 //! `device-offline` rule's `heartbeat_minutes` equals [`SimConfig::heartbeat_minutes`];
-//! with the default file's 10 minutes every device would look offline.)
+//! with the default file's value every device would look offline: `generate` writes a
+//! matching `rules.toml`, see [`rules_file`].)
 //!
 //! Models worth knowing:
 //! * The power meter is a kitchen smart plug (rice cooker, kettle, hob): its standby draw
 //!   is 1.5–5 W, so only cooking counts as `power_use` activity.
 //! * The wearable is a cellular watch: it keeps reporting while the elder is out or away
-//!   and is not silenced by a home gateway outage or a power cut.
+//!   and is not silenced by a home gateway outage or a power cut. Its steps count as a
+//!   sign of life (also while the elder is away at the family's).
 //! * "A device goes silent / comes back" is the absence of its events; after an outage
-//!   each device sends a heartbeat within 90 s of coming back.
+//!   each device sends a heartbeat within 90 s of coming back. An interval meter carries
+//!   the volume of reports it could not send into its next one.
+//! * The pendant carries the SOS, "I'm OK" and "leaving home / back home" buttons; the
+//!   door contact doubles as the carer's NFC reader.
 //!
 //! # Incidents
 //!
@@ -43,8 +58,9 @@
 //! two in one household within a day of each other): see [`IncidentKind`]. Each lists
 //! [`Expectation`]s: alarms that must be raised (`must = true`), and alarms that are
 //! acceptable consequences such as the classic "elder away, no activity" false alarm
-//! (`must = false`). Inactivity alarms that the generated events would raise during an
-//! incident are always listed, so an evaluation can treat every other alarm as a false
+//! (`must = false`). Every alarm the reference model predicts during an incident is
+//! listed (except those away mode suppresses), and so is a required alarm raised again
+//! while its condition lasts, so an evaluation can treat every other alarm as a false
 //! alarm.
 
 mod clock;
@@ -53,7 +69,10 @@ mod export;
 mod home;
 mod plan;
 mod rng;
+pub mod rules_file;
+pub mod truth;
 
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::Path;
 
@@ -83,8 +102,9 @@ pub const DEVICE_KINDS: [&str; 11] = [
     "wearable",
 ];
 
-/// Event kinds of device contract v1.
-pub const EVENT_KINDS: [&str; 14] = [
+/// Event kinds of device contract v1 (with the issue 4 additions: `steps`, `checkin`,
+/// `visit`, `away`).
+pub const EVENT_KINDS: [&str; 18] = [
     "sos",
     "fall",
     "motion",
@@ -99,7 +119,15 @@ pub const EVENT_KINDS: [&str; 14] = [
     "temperature",
     "battery",
     "heartbeat",
+    "steps",
+    "checkin",
+    "visit",
+    "away",
 ];
+
+/// The `village-outage` rule groups a village's unreachable homes from this many on
+/// (the spec's "at least 5 households"); power cuts are placed in villages this big.
+pub const VILLAGE_OUTAGE_MIN_HOUSEHOLDS: usize = 5;
 
 /// Room names used by motion events and devices.
 pub const ROOMS: [&str; 4] = ["bedroom", "bathroom", "kitchen", "living_room"];
@@ -118,7 +146,7 @@ pub struct SimConfig {
     pub start: Millis,
     pub days: u32,
     /// Heartbeat interval of every device (the contract says 5; 60 keeps a month of a
-    /// 200-household district under 3 million events).
+    /// 200-household district at about 3 million events).
     pub heartbeat_minutes: u32,
 }
 
@@ -146,6 +174,21 @@ impl SimConfig {
     /// The heartbeat interval in milliseconds (at least one minute).
     pub fn heartbeat_ms(&self) -> Millis {
         i64::from(self.heartbeat_minutes.max(1)) * MINUTE_MS
+    }
+
+    /// The grouping hold written into `rules.toml` for `home-unreachable` and
+    /// `village-outage` (and the latter's window), in minutes: 1.2 heartbeats. A home's
+    /// devices are declared offline one by one over about one heartbeat interval (their
+    /// heartbeats are spread over the hour and jittered up to 10 %), so the hold must
+    /// outlast that spread for the group to form.
+    pub fn grouping_hold_minutes(&self) -> u32 {
+        let hb = self.heartbeat_minutes.max(1);
+        hb + hb.div_ceil(5)
+    }
+
+    /// [`SimConfig::grouping_hold_minutes`] in milliseconds.
+    pub fn grouping_hold_ms(&self) -> Millis {
+        i64::from(self.grouping_hold_minutes()) * MINUTE_MS
     }
 }
 
@@ -185,6 +228,16 @@ pub struct Household {
     pub address: String,
     pub elder: Elder,
     pub devices: Vec<Device>,
+    /// The daily "I'm OK" check-in is enabled here (`rules.toml` has an `[[override]]`
+    /// enabling `daily-checkin`); the elder presses `checkin` every morning before 09:00.
+    pub checkin: bool,
+    /// The water meter reports `interval_m3` (volume since its previous report) instead
+    /// of the cumulative `total_m3`.
+    pub interval_water: bool,
+    /// The power meter, if any, reports `interval_kwh` instead of `total_kwh`.
+    pub interval_power: bool,
+    /// The NFC tag the carer shows the door reader (`visit` events).
+    pub carer_tag: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -252,22 +305,31 @@ pub enum IncidentKind {
     Smoke,
     Gas,
     WaterLeak,
-    /// ~6 L/min for 8 h (no default rule detects it yet).
+    /// ~6 L/min for 8 h (`water-high-use` after ~2.8 h).
     TapLeftRunning,
     /// 2–4 days at the family's without telling the hub.
     AwayNotSet,
-    /// The same with away mode set (away mode arrives with issue 4).
+    /// The same, but the elder presses "leaving home" (`away`, with the planned hours)
+    /// on the pendant when leaving and "back home" on return.
     AwaySet,
     /// One device's battery runs down (20 → 10 → 5 %) and it goes silent.
     BatteryDies,
-    /// The home's gateway is down: every home device silent for 4 h.
+    /// The home's gateway is down: every home device silent for 4–5 h (long enough,
+    /// at the simulated heartbeat, for the home to be declared unreachable).
     HomeOffline,
-    /// Every home of one village silent for 3 h (one incident per household).
+    /// Every home of one village silent for ~6 h (one incident per household).
     VillagePowerCut,
+    /// Out of bed at night (23:00–04:00), falls in the bathroom, no button; found in the
+    /// morning by a visitor.
+    NightFall,
+    /// A check-in household's elder forgets the morning check-in (presses it late).
+    MissedCheckin,
+    /// The carer visits only twice in one calendar week (Mon–Sun).
+    FewVisits,
 }
 
 impl IncidentKind {
-    pub const ALL: [IncidentKind; 12] = [
+    pub const ALL: [IncidentKind; 15] = [
         IncidentKind::FallWithPendant,
         IncidentKind::FallNoButton,
         IncidentKind::CollapseInBed,
@@ -280,6 +342,9 @@ impl IncidentKind {
         IncidentKind::BatteryDies,
         IncidentKind::HomeOffline,
         IncidentKind::VillagePowerCut,
+        IncidentKind::NightFall,
+        IncidentKind::MissedCheckin,
+        IncidentKind::FewVisits,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -296,6 +361,9 @@ impl IncidentKind {
             IncidentKind::BatteryDies => "battery_dies",
             IncidentKind::HomeOffline => "home_offline",
             IncidentKind::VillagePowerCut => "village_power_cut",
+            IncidentKind::NightFall => "night_fall",
+            IncidentKind::MissedCheckin => "missed_checkin",
+            IncidentKind::FewVisits => "few_visits",
         }
     }
 }
@@ -303,11 +371,15 @@ impl IncidentKind {
 /// An alarm the hub should (or may) raise for an incident.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Expectation {
-    /// Rule id, as in `default.toml` (`sos`, `fall`, `no-activity-daytime`, ...), or a
-    /// rule that does not exist yet (`tap-left-running`).
+    /// Rule id, as in `default.toml` (`sos`, `fall`, `no-activity-daytime`,
+    /// `home-unreachable`, `village-outage`, ...).
     pub rule_id: String,
     /// The device the alarm is about, for per-device rules and instant alarms.
     pub device: Option<String>,
+    /// For grouped alarms (`village-outage`): the village the alarm is about. Such an
+    /// alarm has no household (`household_id: null`); it matches by village instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub village: Option<String>,
     /// `true`: the alarm should be raised (a detection). `false`: an acceptable, known
     /// consequence (a false alarm the evaluation should count as expected).
     pub must: bool,
@@ -395,5 +467,55 @@ impl Scenario {
         self.incidents
             .iter()
             .filter(move |i| i.household == household)
+    }
+
+    /// Every household's events, in time order, by household id.
+    pub fn events_by_household(&self) -> BTreeMap<&str, Vec<&SimEvent>> {
+        let owner: HashMap<&str, &str> = self
+            .district
+            .households
+            .iter()
+            .flat_map(|h| h.devices.iter().map(|d| (d.id.as_str(), h.id.as_str())))
+            .collect();
+        let mut out: BTreeMap<&str, Vec<&SimEvent>> = self
+            .district
+            .households
+            .iter()
+            .map(|h| (h.id.as_str(), Vec::new()))
+            .collect();
+        for e in &self.events {
+            if let Some(list) = owner.get(e.device.as_str()).and_then(|h| out.get_mut(h)) {
+                list.push(e);
+            }
+        }
+        out
+    }
+
+    /// Alarms the reference model of the rules ([`truth`]) predicts that no incident's
+    /// expectations explain (nor away mode suppresses), by household. A correct scenario
+    /// has none: a normal day raises nothing.
+    pub fn unexplained_reference_raises(&self) -> Vec<(String, truth::Raise)> {
+        let by_household = self.events_by_household();
+        let mut out = Vec::new();
+        for h in &self.district.households {
+            let events = by_household.get(h.id.as_str()).cloned().unwrap_or_default();
+            let observed = truth::observe(events);
+            for raise in truth::raises(&observed, &self.config, h.checkin) {
+                let explained = self.incidents_of(&h.id).any(|i| {
+                    i.expected.iter().any(|e| {
+                        e.rule_id == raise.rule
+                            && e.village.is_none()
+                            && i.start <= raise.at
+                            && raise.at <= i.start + e.within_ms
+                    }) || (i.kind == IncidentKind::AwaySet
+                        && truth::ABSENCE_RULES.contains(&raise.rule)
+                        && home::covers(i.kind, i.start, i.end, raise.rule, raise.at))
+                });
+                if !explained {
+                    out.push((h.id.clone(), raise));
+                }
+            }
+        }
+        out
     }
 }

@@ -2,10 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use super::clock::{local_midnight, DAY_MS, HOUR_MS};
+use super::clock::{local_midnight, weekday, DAY_MS, HOUR_MS};
 use super::district::battery_powered;
 use super::rng::{int, mins, pick, rng_for, tag};
-use super::{District, Household, IncidentKind, Millis, SimConfig};
+use super::{District, Household, IncidentKind, Millis, SimConfig, VILLAGE_OUTAGE_MIN_HOUSEHOLDS};
 
 /// One incident as planned; the household simulation fills in the details.
 #[derive(Debug, Clone)]
@@ -22,9 +22,11 @@ pub(crate) struct Planned {
     pub group: Vec<String>,
 }
 
-/// Per 1,000 elder-days (the power cut: per 1,000 village-days), placement order.
-const RATES: [(IncidentKind, f64); 12] = [
+/// Per 1,000 elder-days (the power cut: per 1,000 village-days; the missed check-in: per
+/// 1,000 elder-days of check-in households), placement order.
+const RATES: [(IncidentKind, f64); 15] = [
     (IncidentKind::VillagePowerCut, 0.6),
+    (IncidentKind::FewVisits, 1.5),
     (IncidentKind::AwayNotSet, 1.5),
     (IncidentKind::AwaySet, 1.0),
     (IncidentKind::BatteryDies, 1.0),
@@ -36,6 +38,8 @@ const RATES: [(IncidentKind, f64); 12] = [
     (IncidentKind::Gas, 0.3),
     (IncidentKind::WaterLeak, 0.4),
     (IncidentKind::TapLeftRunning, 0.4),
+    (IncidentKind::NightFall, 1.0),
+    (IncidentKind::MissedCheckin, 8.0),
 ];
 
 /// Every kind is planned at least this often (if the run has room for it).
@@ -53,12 +57,27 @@ fn suitable(kind: IncidentKind, h: &Household) -> bool {
         IncidentKind::Gas => has(h, "gas"),
         IncidentKind::WaterLeak => has(h, "water_leak"),
         IncidentKind::TapLeftRunning => has(h, "water_meter"),
+        IncidentKind::NightFall => has(h, "bed"),
+        IncidentKind::MissedCheckin => h.checkin,
         IncidentKind::BatteryDies => h
             .devices
             .iter()
             .any(|d| d.kind != "wearable" && battery_powered(d.kind)),
         _ => true,
     }
+}
+
+/// How long a village's power cut lasts: 3 h, or long enough at the simulated heartbeat
+/// for every device to miss 3 heartbeats, then the home's and the village's grouping
+/// holds to pass, with an hour to spare.
+pub(crate) fn power_cut_ms(cfg: &SimConfig) -> Millis {
+    (3 * HOUR_MS).max(4 * cfg.heartbeat_ms() + 2 * cfg.grouping_hold_ms())
+}
+
+/// How long a home's gateway outage lasts: 4 h, or long enough for 3 missed heartbeats
+/// plus the home's grouping hold, with an hour to spare.
+pub(crate) fn gateway_outage_ms(cfg: &SimConfig) -> Millis {
+    (4 * HOUR_MS).max(4 * cfg.heartbeat_ms() + cfg.grouping_hold_ms())
 }
 
 pub(crate) fn plan(cfg: &SimConfig, district: &District) -> Vec<Vec<Planned>> {
@@ -73,11 +92,17 @@ pub(crate) fn plan(cfg: &SimConfig, district: &District) -> Vec<Vec<Planned>> {
     }
     let elder_days = n as f64 * f64::from(cfg.days);
     let village_days = by_village.len() as f64 * f64::from(cfg.days);
+    let checkin_days =
+        district.households.iter().filter(|h| h.checkin).count() as f64 * f64::from(cfg.days);
+    // A power cut should be seen as a village outage: prefer villages big enough for it.
+    let big_villages = by_village
+        .values()
+        .any(|homes| homes.len() >= VILLAGE_OUTAGE_MIN_HOUSEHOLDS);
     let mut remaining = RATES.map(|(kind, rate)| {
-        let exposure = if kind == IncidentKind::VillagePowerCut {
-            village_days
-        } else {
-            elder_days
+        let exposure = match kind {
+            IncidentKind::VillagePowerCut => village_days,
+            IncidentKind::MissedCheckin => checkin_days,
+            _ => elder_days,
         };
         ((rate * exposure / 1000.0).round() as usize).max(MIN_PER_KIND)
     });
@@ -101,7 +126,8 @@ pub(crate) fn plan(cfg: &SimConfig, district: &District) -> Vec<Vec<Planned>> {
                         continue;
                     }
                     let span = match kind {
-                        IncidentKind::CollapseInBed => 1,
+                        IncidentKind::CollapseInBed | IncidentKind::NightFall => 1,
+                        IncidentKind::FewVisits => 6,
                         IncidentKind::AwayNotSet | IncidentKind::AwaySet => {
                             int(&mut rng, 2, 4) as u32
                         }
@@ -115,7 +141,26 @@ pub(crate) fn plan(cfg: &SimConfig, district: &District) -> Vec<Vec<Planned>> {
                     if last < 1 {
                         continue;
                     }
-                    let day = int(&mut rng, 1, i64::from(last)) as u32;
+                    let day = if *kind == IncidentKind::FewVisits {
+                        // A whole calendar week, Monday to Sunday.
+                        let mondays = (1..=last)
+                            .filter(|&d| weekday(base + i64::from(d) * DAY_MS) == 0)
+                            .collect::<Vec<_>>();
+                        match mondays.get(pick(&mut rng, mondays.len())) {
+                            Some(&d) => d,
+                            None => continue,
+                        }
+                    } else {
+                        int(&mut rng, 1, i64::from(last)) as u32
+                    };
+                    if *kind == IncidentKind::VillagePowerCut
+                        && big_villages
+                        && by_village
+                            .get(household.village_id.as_str())
+                            .is_none_or(|homes| homes.len() < VILLAGE_OUTAGE_MIN_HOUSEHOLDS)
+                    {
+                        continue;
+                    }
                     let homes = if *kind == IncidentKind::VillagePowerCut {
                         by_village
                             .get(household.village_id.as_str())
@@ -136,7 +181,7 @@ pub(crate) fn plan(cfg: &SimConfig, district: &District) -> Vec<Vec<Planned>> {
                         let from = base
                             + i64::from(day) * DAY_MS
                             + mins(&mut rng, 8.0 * 60.0, 17.0 * 60.0);
-                        let len = (3 * HOUR_MS).max(3 * cfg.heartbeat_ms());
+                        let len = power_cut_ms(cfg);
                         (Some((from, from + len)), Some(household.village_id.clone()))
                     } else {
                         (None, None)

@@ -17,6 +17,10 @@ pub(crate) mod tag {
     pub const DEVICE: u64 = 4;
     pub const PLAN: u64 = 5;
     pub const INCIDENT: u64 = 6;
+    pub const FEATURES: u64 = 7;
+    pub const METER: u64 = 8;
+    pub const STEPS: u64 = 9;
+    pub const CARER: u64 = 10;
 }
 
 fn splitmix64(mut z: u64) -> u64 {
