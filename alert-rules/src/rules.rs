@@ -11,7 +11,7 @@ use crate::window::{Window, MINUTE_MS};
 use crate::{Severity, Signal};
 
 /// Every signal name accepted in rule files (same as [`Signal::name`]).
-pub const SIGNAL_NAMES: [&str; 16] = [
+pub const SIGNAL_NAMES: [&str; 22] = [
     "sos",
     "fall",
     "motion",
@@ -25,21 +25,44 @@ pub const SIGNAL_NAMES: [&str; 16] = [
     "heart_rate",
     "temperature",
     "battery",
+    "water_volume",
+    "energy_volume",
+    "steps",
+    "checkin",
+    "visit",
+    "away",
     "heartbeat",
     "online",
     "offline",
 ];
 
 /// Every rule `kind` accepted in rule files.
-pub const RULE_KINDS: [&str; 5] = [
+pub const RULE_KINDS: [&str; 14] = [
     "instant",
     "threshold",
     "inactivity",
+    "night_bed_exit",
+    "daily_deadline",
+    "utility_low",
+    "utility_high",
+    "continuous_flow",
     "device_offline",
+    "home_unreachable",
+    "area_outage",
     "low_battery",
+    "away_expired",
+    "visit_target",
 ];
 
-const EVENT_SIGNALS: [&str; 5] = ["sos", "fall", "heartbeat", "online", "offline"];
+const EVENT_SIGNALS: [&str; 7] = [
+    "sos",
+    "fall",
+    "checkin",
+    "visit",
+    "heartbeat",
+    "online",
+    "offline",
+];
 const FLAG_SIGNALS: [&str; 6] = ["motion", "door", "bed", "smoke", "gas", "water_leak"];
 const NUMERIC_SIGNALS: [&str; 4] = ["temperature", "heart_rate", "battery", "power_w"];
 
@@ -61,22 +84,32 @@ pub enum ActivityClass {
     WaterUse,
     /// `power_w` above 30 W, or energy total rose by at least 0.01 kWh.
     PowerUse,
-    /// `Sos` button press.
+    /// `Sos` button press, or the "leaving home" / "back home" button.
     Button,
+    /// A wearable reported steps (count > 0).
+    Steps,
+    /// The daily "I'm OK" button.
+    Checkin,
+    /// A carer's visit started or ended.
+    Visit,
 }
 
 impl ActivityClass {
     /// All classes, in rule-file order.
-    pub const ALL: [ActivityClass; 6] = [
+    pub const ALL: [ActivityClass; 9] = [
         ActivityClass::Motion,
         ActivityClass::Door,
         ActivityClass::Bed,
         ActivityClass::WaterUse,
         ActivityClass::PowerUse,
         ActivityClass::Button,
+        ActivityClass::Steps,
+        ActivityClass::Checkin,
+        ActivityClass::Visit,
     ];
 
-    /// The name used in rule files: `motion door bed water_use power_use button`.
+    /// The name used in rule files: `motion door bed water_use power_use button
+    /// steps checkin visit`.
     pub fn as_str(&self) -> &'static str {
         match self {
             ActivityClass::Motion => "motion",
@@ -85,6 +118,9 @@ impl ActivityClass {
             ActivityClass::WaterUse => "water_use",
             ActivityClass::PowerUse => "power_use",
             ActivityClass::Button => "button",
+            ActivityClass::Steps => "steps",
+            ActivityClass::Checkin => "checkin",
+            ActivityClass::Visit => "visit",
         }
     }
 
@@ -162,8 +198,166 @@ pub(crate) enum RuleKind {
     },
     Threshold(Threshold),
     Inactivity(Inactivity),
+    NightBedExit(NightBedExit),
+    DailyDeadline(DailyDeadline),
+    UtilityLow(UtilityLow),
+    UtilityHigh(UtilityHigh),
+    ContinuousFlow(ContinuousFlow),
     DeviceOffline(DeviceOffline),
+    HomeUnreachable(HomeUnreachable),
+    AreaOutage(AreaOutage),
     LowBattery(LowBattery),
+    AwayExpired(AwayExpired),
+    VisitTarget(VisitTarget),
+}
+
+impl RuleKind {
+    /// The `kind` name used in rule files.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            RuleKind::Instant { .. } => "instant",
+            RuleKind::Threshold(_) => "threshold",
+            RuleKind::Inactivity(_) => "inactivity",
+            RuleKind::NightBedExit(_) => "night_bed_exit",
+            RuleKind::DailyDeadline(_) => "daily_deadline",
+            RuleKind::UtilityLow(_) => "utility_low",
+            RuleKind::UtilityHigh(_) => "utility_high",
+            RuleKind::ContinuousFlow(_) => "continuous_flow",
+            RuleKind::DeviceOffline(_) => "device_offline",
+            RuleKind::HomeUnreachable(_) => "home_unreachable",
+            RuleKind::AreaOutage(_) => "area_outage",
+            RuleKind::LowBattery(_) => "low_battery",
+            RuleKind::AwayExpired(_) => "away_expired",
+            RuleKind::VisitTarget(_) => "visit_target",
+        }
+    }
+
+    /// Absence rules notice that nothing happens. They are suspended while the
+    /// household is in an away / hospital / holiday mode, while a carer is
+    /// visiting, and while the home is unreachable (its devices are offline).
+    pub(crate) fn is_absence(&self) -> bool {
+        matches!(
+            self,
+            RuleKind::Inactivity(_)
+                | RuleKind::NightBedExit(_)
+                | RuleKind::DailyDeadline(_)
+                | RuleKind::UtilityLow(_)
+        )
+    }
+}
+
+/// Which utility meter a rule watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Meter {
+    /// Water, in m³.
+    Water,
+    /// Electricity, in kWh.
+    Power,
+}
+
+impl Meter {
+    fn parse(s: &str) -> Option<Meter> {
+        match s {
+            "water" => Some(Meter::Water),
+            "power" => Some(Meter::Power),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn unit(&self) -> &'static str {
+        match self {
+            Meter::Water => "m³",
+            Meter::Power => "kWh",
+        }
+    }
+
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            Meter::Water => "water",
+            Meter::Power => "electricity",
+        }
+    }
+}
+
+/// `night_bed_exit`: out of bed inside the night window, then no sign of life
+/// (of `classes`) and not back in bed for `quiet_ms`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct NightBedExit {
+    pub(crate) window: Window,
+    pub(crate) quiet_ms: i64,
+    pub(crate) classes: Vec<ActivityClass>,
+}
+
+/// `daily_deadline`: no activity of `classes` between local `from` and `by`
+/// (minutes after local midnight, `from < by`) raises at `by`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct DailyDeadline {
+    pub(crate) classes: Vec<ActivityClass>,
+    pub(crate) from_min: u32,
+    pub(crate) by_min: u32,
+}
+
+/// `utility_low`: less than `below` used over the last `window_ms`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct UtilityLow {
+    pub(crate) meter: Meter,
+    pub(crate) below: f64,
+    pub(crate) window_ms: i64,
+}
+
+/// `utility_high`: more than `above` used within the last `window_ms`;
+/// clears once the use in the window is down to `clear_below`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct UtilityHigh {
+    pub(crate) meter: Meter,
+    pub(crate) above: f64,
+    pub(crate) clear_below: f64,
+    pub(crate) window_ms: i64,
+}
+
+/// `continuous_flow`: every meter reading for `for_ms` shows use of at least
+/// `min_per_hour` per hour of its interval; readings further apart than
+/// `max_gap_ms` break the run (we cannot tell what happened in between).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct ContinuousFlow {
+    pub(crate) meter: Meter,
+    pub(crate) for_ms: i64,
+    pub(crate) min_per_hour: f64,
+    pub(crate) max_gap_ms: i64,
+}
+
+/// `home_unreachable`: at least `min_devices` devices and at least
+/// `min_share` of the household's devices are offline. Device-offline alarms
+/// are held for `hold_ms` so that a home going dark gives one alarm.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct HomeUnreachable {
+    pub(crate) min_devices: u32,
+    pub(crate) min_share: f64,
+    pub(crate) hold_ms: i64,
+}
+
+/// `area_outage`: at least `min_households` households of one village became
+/// unreachable within `within_ms` of each other. Home-unreachable alarms are
+/// held for `hold_ms` so that an outage gives one grouped incident.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct AreaOutage {
+    pub(crate) min_households: u32,
+    pub(crate) within_ms: i64,
+    pub(crate) hold_ms: i64,
+}
+
+/// `away_expired`: a mode expired and no sign of life followed within `grace_ms`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct AwayExpired {
+    pub(crate) grace_ms: i64,
+}
+
+/// `visit_target`: fewer than `per_week` carer visits in a local calendar
+/// week (Monday 00:00 to Monday 00:00).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct VisitTarget {
+    pub(crate) per_week: u32,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -174,6 +368,8 @@ pub(crate) struct Threshold {
     pub(crate) for_ms: i64,
     pub(crate) clear_ms: i64,
     pub(crate) margin: f64,
+    /// Readings beyond the limit needed in a row before the alarm (1 = any).
+    pub(crate) consecutive: u32,
 }
 
 impl Threshold {
@@ -292,6 +488,18 @@ impl RuleSet {
                     ),
                 ));
             }
+            if let Some(kind @ ("home_unreachable" | "area_outage")) = Some(rule.kind.name()) {
+                if let Some(other) = set.rules.iter().find(|r| r.kind.name() == kind) {
+                    return Err(RulesError::invalid(
+                        src,
+                        &id_span,
+                        format!(
+                            "only one {kind} rule is allowed; {:?} is one already",
+                            other.id
+                        ),
+                    ));
+                }
+            }
             first_seen.insert(rule.id.clone(), id_span);
             set.raw.insert(rule.id.clone(), raw);
             set.rules.push(rule);
@@ -351,19 +559,12 @@ impl RuleSet {
         self.rules_for(household).map(|r| r.id.as_str()).collect()
     }
 
-    /// The `kind` of rule `rule_id` (`"instant"`, `"threshold"`,
-    /// `"inactivity"`, `"device_offline"` or `"low_battery"`), if it exists.
+    /// The `kind` of rule `rule_id` (one of [`RULE_KINDS`]), if it exists.
     pub fn rule_kind(&self, rule_id: &str) -> Option<&'static str> {
         self.rules
             .iter()
             .find(|r| r.id == rule_id)
-            .map(|r| match r.kind {
-                RuleKind::Instant { .. } => "instant",
-                RuleKind::Threshold(_) => "threshold",
-                RuleKind::Inactivity(_) => "inactivity",
-                RuleKind::DeviceOffline(_) => "device_offline",
-                RuleKind::LowBattery(_) => "low_battery",
-            })
+            .map(|r| r.kind.name())
     }
 
     /// The district's UTC offset in minutes (`"+08:00"` → 480), used for
@@ -381,6 +582,28 @@ impl RuleSet {
             .filter(|r| r.enabled)
     }
 
+    /// The district-wide `area_outage` rule, if one is enabled (at most one exists).
+    pub(crate) fn area_rule(&self) -> Option<(&Rule, &AreaOutage)> {
+        self.rules
+            .iter()
+            .filter(|r| r.enabled)
+            .find_map(|r| match &r.kind {
+                RuleKind::AreaOutage(a) => Some((r, a)),
+                _ => None,
+            })
+    }
+
+    /// The `home_unreachable` rule in force for `household`, if enabled.
+    pub(crate) fn home_rule<'a>(
+        &'a self,
+        household: &str,
+    ) -> Option<(&'a Rule, &'a HomeUnreachable)> {
+        self.rules_for(household).find_map(|r| match &r.kind {
+            RuleKind::HomeUnreachable(h) => Some((r, h)),
+            _ => None,
+        })
+    }
+
     fn apply_override(&mut self, src: &str, table: &Spanned<RawTable>) -> Result<(), RulesError> {
         let mut f = Fields::new(src, table, "this [[override]] table");
         let (household, household_span) = f.req_str("household")?;
@@ -395,6 +618,16 @@ impl RuleSet {
                 format!("override names unknown rule {rule_id:?} (rules defined: {known})"),
             ));
         };
+        if self
+            .rules
+            .iter()
+            .any(|r| r.id == rule_id && matches!(r.kind, RuleKind::AreaOutage(_)))
+        {
+            return Err(f.err(
+                &rule_span,
+                format!("rule {rule_id:?} groups whole villages (area_outage); it cannot be overridden for one household"),
+            ));
+        }
         for fixed in ["id", "kind"] {
             if let Some(e) = f.entries.get(fixed) {
                 return Err(f.err(
@@ -770,13 +1003,23 @@ fn build_rule(f: &mut Fields<'_>) -> Result<(Rule, Range<usize>), RulesError> {
             "for_minutes",
             "clear_minutes",
             "clear_margin",
+            "consecutive",
         ],
         "inactivity" => &["activity", "hours", "window"],
+        "night_bed_exit" => &["window", "minutes", "activity"],
+        "daily_deadline" => &["activity", "from", "by"],
+        "utility_low" => &["meter", "below", "hours"],
+        "utility_high" => &["meter", "above", "clear_below", "hours"],
+        "continuous_flow" => &["meter", "hours", "min_per_hour", "max_gap_minutes"],
         "device_offline" => &[
             "heartbeat_minutes",
             "missed_heartbeats",
             "offline_grace_minutes",
         ],
+        "home_unreachable" => &["min_devices", "min_share", "hold_minutes"],
+        "area_outage" => &["min_households", "within_minutes", "hold_minutes"],
+        "away_expired" => &["grace_hours"],
+        "visit_target" => &["per_week"],
         _ => &["below_percent", "clear_above_percent"],
     };
     f.check_keys(kind_name, allowed)?;
@@ -784,7 +1027,16 @@ fn build_rule(f: &mut Fields<'_>) -> Result<(Rule, Range<usize>), RulesError> {
         "instant" => instant(f)?,
         "threshold" => threshold(f)?,
         "inactivity" => inactivity(f)?,
+        "night_bed_exit" => night_bed_exit(f)?,
+        "daily_deadline" => daily_deadline(f)?,
+        "utility_low" => utility_low(f)?,
+        "utility_high" => utility_high(f)?,
+        "continuous_flow" => continuous_flow(f)?,
         "device_offline" => device_offline(f)?,
+        "home_unreachable" => home_unreachable(f)?,
+        "area_outage" => area_outage(f)?,
+        "away_expired" => away_expired(f)?,
+        "visit_target" => visit_target(f)?,
         _ => low_battery(f)?,
     };
     let rule = Rule {
@@ -813,9 +1065,13 @@ fn instant(f: &mut Fields<'_>) -> Result<RuleKind, RulesError> {
     }
     let message = if NUMERIC_SIGNALS.contains(&signal.as_str()) || signal == "power_meter" {
         format!("signal {signal:?} carries a number; use kind = \"threshold\" (or \"low_battery\") for it")
-    } else if signal == "water_meter" {
-        "signal \"water_meter\" is a counter; use kind = \"inactivity\" with activity = [\"water_use\"]"
-            .to_string()
+    } else if matches!(signal.as_str(), "steps" | "away") {
+        format!("signal {signal:?} is a sign of life, not an alarm; rules that watch for life count it (activity classes \"steps\" and \"button\")")
+    } else if matches!(
+        signal.as_str(),
+        "water_meter" | "water_volume" | "energy_volume"
+    ) {
+        format!("signal {signal:?} is a meter reading; use kind = \"utility_low\", \"utility_high\" or \"continuous_flow\" with meter = \"water\" or \"power\" (or an inactivity rule with activity = [\"water_use\"])")
     } else {
         format!(
             "unknown signal {signal:?} (expected one of: {})",
@@ -884,6 +1140,7 @@ fn threshold(f: &mut Fields<'_>) -> Result<RuleKind, RulesError> {
         }
         _ => {}
     }
+    let consecutive = whole(f, "consecutive", 1, 1, 1000)?;
     Ok(RuleKind::Threshold(Threshold {
         signal,
         above: above.map(|x| x.0),
@@ -891,12 +1148,22 @@ fn threshold(f: &mut Fields<'_>) -> Result<RuleKind, RulesError> {
         for_ms,
         clear_ms,
         margin,
+        consecutive,
     }))
 }
 
-fn inactivity(f: &mut Fields<'_>) -> Result<RuleKind, RulesError> {
-    let Some((names, span)) = f.opt_str_list("activity")? else {
-        return Err(f.missing("activity"));
+/// Every sign of life: the default `activity` of rules that watch for life.
+const ALL_LIFE: [ActivityClass; 9] = ActivityClass::ALL;
+
+/// The `activity` list: required when `default` is `None`.
+fn activity(
+    f: &mut Fields<'_>,
+    default: Option<&[ActivityClass]>,
+) -> Result<Vec<ActivityClass>, RulesError> {
+    let (names, span) = match (f.opt_str_list("activity")?, default) {
+        (Some(x), _) => x,
+        (None, Some(d)) => return Ok(d.to_vec()),
+        (None, None) => return Err(f.missing("activity")),
     };
     if names.is_empty() {
         return Err(f.err(&span, "`activity` must list at least one activity class"));
@@ -917,6 +1184,260 @@ fn inactivity(f: &mut Fields<'_>) -> Result<RuleKind, RulesError> {
             classes.push(c);
         }
     }
+    Ok(classes)
+}
+
+/// A whole number in `min..=max`, `default` when absent.
+fn whole(
+    f: &mut Fields<'_>,
+    key: &str,
+    default: u32,
+    min: u32,
+    max: u32,
+) -> Result<u32, RulesError> {
+    match f.opt_num(key)? {
+        None => Ok(default),
+        Some((v, span)) => {
+            if v.fract() != 0.0 || v < f64::from(min) || v > f64::from(max) {
+                return Err(f.err(
+                    &span,
+                    format!(
+                        "`{key}` must be a whole number from {min} to {max}, got {}",
+                        crate::timefmt::number(v)
+                    ),
+                ));
+            }
+            Ok(v as u32)
+        }
+    }
+}
+
+/// A duration in hours (> 0, at most a year), converted to ms.
+fn hours(f: &mut Fields<'_>, key: &str, default: Option<f64>) -> Result<i64, RulesError> {
+    hours_at_most(f, key, default, MAX_MINUTES / 60.0)
+}
+
+/// Meter windows: the engine keeps 8 days of readings.
+const MAX_METER_WINDOW_HOURS: f64 = 192.0;
+
+fn hours_at_most(
+    f: &mut Fields<'_>,
+    key: &str,
+    default: Option<f64>,
+    max: f64,
+) -> Result<i64, RulesError> {
+    let (v, span) = match (f.opt_num(key)?, default) {
+        (Some(x), _) => x,
+        (None, Some(d)) => (d, f.table.clone()),
+        (None, None) => return Err(f.missing(key)),
+    };
+    if max < MAX_MINUTES / 60.0 && v > max {
+        return Err(f.err(
+            &span,
+            format!(
+                "`{key}` is too large: at most {max} hours (8 days of meter readings are kept)"
+            ),
+        ));
+    }
+    to_ms(
+        f,
+        key,
+        v,
+        &span,
+        60.0 * MINUTE_MS as f64,
+        MAX_MINUTES / 60.0,
+        false,
+        "hours",
+    )
+}
+
+/// A positive amount (m³ or kWh).
+fn amount(f: &mut Fields<'_>, key: &str, default: Option<f64>) -> Result<f64, RulesError> {
+    let (v, span) = match (f.opt_num(key)?, default) {
+        (Some(x), _) => x,
+        (None, Some(d)) => return Ok(d),
+        (None, None) => return Err(f.missing(key)),
+    };
+    if v <= 0.0 || v > 1e6 {
+        return Err(f.err(
+            &span,
+            format!(
+                "`{key}` must be more than 0 and at most 1000000, got {}",
+                crate::timefmt::number(v)
+            ),
+        ));
+    }
+    Ok(v)
+}
+
+fn meter(f: &mut Fields<'_>) -> Result<Meter, RulesError> {
+    let (name, span) = f.req_str("meter")?;
+    Meter::parse(&name).ok_or_else(|| {
+        f.err(
+            &span,
+            format!("unknown meter {name:?} (expected \"water\" or \"power\")"),
+        )
+    })
+}
+
+fn time_of_day(
+    f: &mut Fields<'_>,
+    key: &str,
+    default: Option<u32>,
+) -> Result<(u32, Range<usize>), RulesError> {
+    match (f.opt_str(key)?, default) {
+        (Some((text, span)), _) => {
+            let m = crate::window::parse_hhmm(text.trim(), false)
+                .map_err(|e| f.err(&span, format!("invalid `{key}`: {e}")))?;
+            Ok((m, span))
+        }
+        (None, Some(d)) => Ok((d, f.table.clone())),
+        (None, None) => Err(f.missing(key)),
+    }
+}
+
+fn night_bed_exit(f: &mut Fields<'_>) -> Result<RuleKind, RulesError> {
+    let Some((text, span)) = f.opt_str("window")? else {
+        return Err(f.missing("window"));
+    };
+    let window = Window::parse(&text).map_err(|m| f.err(&span, m))?;
+    let quiet_ms = f.minutes("minutes", None, false)?;
+    let classes = activity(
+        f,
+        Some(&[
+            ActivityClass::Motion,
+            ActivityClass::Door,
+            ActivityClass::WaterUse,
+            ActivityClass::PowerUse,
+            ActivityClass::Button,
+            ActivityClass::Checkin,
+            ActivityClass::Visit,
+        ]),
+    )?;
+    if classes.contains(&ActivityClass::Bed) {
+        return Err(f.err(
+            &f.table,
+            "`activity` of a night_bed_exit rule cannot include \"bed\": getting back into bed already ends the watch",
+        ));
+    }
+    Ok(RuleKind::NightBedExit(NightBedExit {
+        window,
+        quiet_ms,
+        classes,
+    }))
+}
+
+fn daily_deadline(f: &mut Fields<'_>) -> Result<RuleKind, RulesError> {
+    let classes = activity(f, Some(&ALL_LIFE))?;
+    let (from_min, _) = time_of_day(f, "from", Some(0))?;
+    let (by_min, by_span) = time_of_day(f, "by", None)?;
+    if by_min <= from_min {
+        return Err(f.err(
+            &by_span,
+            "`by` must be later in the day than `from` (the check cannot span midnight)",
+        ));
+    }
+    Ok(RuleKind::DailyDeadline(DailyDeadline {
+        classes,
+        from_min,
+        by_min,
+    }))
+}
+
+fn utility_low(f: &mut Fields<'_>) -> Result<RuleKind, RulesError> {
+    let meter = meter(f)?;
+    let below = amount(f, "below", None)?;
+    let window_ms = hours_at_most(f, "hours", None, MAX_METER_WINDOW_HOURS)?;
+    Ok(RuleKind::UtilityLow(UtilityLow {
+        meter,
+        below,
+        window_ms,
+    }))
+}
+
+fn utility_high(f: &mut Fields<'_>) -> Result<RuleKind, RulesError> {
+    let meter = meter(f)?;
+    let above = amount(f, "above", None)?;
+    let clear_span = f.entries.get("clear_below").map(|e| e.value_span.clone());
+    let clear_below = amount(f, "clear_below", Some(above / 2.0))?;
+    if clear_below >= above {
+        let span = clear_span.unwrap_or_else(|| f.table.clone());
+        return Err(f.err(&span, "`clear_below` must be lower than `above`"));
+    }
+    let window_ms = hours_at_most(f, "hours", None, MAX_METER_WINDOW_HOURS)?;
+    Ok(RuleKind::UtilityHigh(UtilityHigh {
+        meter,
+        above,
+        clear_below,
+        window_ms,
+    }))
+}
+
+fn continuous_flow(f: &mut Fields<'_>) -> Result<RuleKind, RulesError> {
+    let meter = meter(f)?;
+    let for_ms = hours(f, "hours", None)?;
+    let default_rate = match meter {
+        Meter::Water => 0.001,
+        Meter::Power => 0.05,
+    };
+    let min_per_hour = amount(f, "min_per_hour", Some(default_rate))?;
+    let max_gap_ms = f.minutes("max_gap_minutes", Some(120.0), false)?;
+    Ok(RuleKind::ContinuousFlow(ContinuousFlow {
+        meter,
+        for_ms,
+        min_per_hour,
+        max_gap_ms,
+    }))
+}
+
+fn home_unreachable(f: &mut Fields<'_>) -> Result<RuleKind, RulesError> {
+    let min_devices = whole(f, "min_devices", 2, 1, 10_000)?;
+    let min_share = match f.opt_num("min_share")? {
+        None => 0.5,
+        Some((v, span)) => {
+            if !(v > 0.0 && v <= 1.0) {
+                return Err(f.err(
+                    &span,
+                    format!(
+                        "`min_share` must be more than 0 and at most 1, got {}",
+                        crate::timefmt::number(v)
+                    ),
+                ));
+            }
+            v
+        }
+    };
+    let hold_ms = f.minutes("hold_minutes", Some(10.0), true)?;
+    Ok(RuleKind::HomeUnreachable(HomeUnreachable {
+        min_devices,
+        min_share,
+        hold_ms,
+    }))
+}
+
+fn area_outage(f: &mut Fields<'_>) -> Result<RuleKind, RulesError> {
+    let min_households = whole(f, "min_households", 5, 2, 100_000)?;
+    let within_ms = f.minutes("within_minutes", Some(15.0), false)?;
+    let hold_ms = f.minutes("hold_minutes", Some(10.0), true)?;
+    Ok(RuleKind::AreaOutage(AreaOutage {
+        min_households,
+        within_ms,
+        hold_ms,
+    }))
+}
+
+fn away_expired(f: &mut Fields<'_>) -> Result<RuleKind, RulesError> {
+    let grace_ms = hours(f, "grace_hours", Some(2.0))?;
+    Ok(RuleKind::AwayExpired(AwayExpired { grace_ms }))
+}
+
+fn visit_target(f: &mut Fields<'_>) -> Result<RuleKind, RulesError> {
+    let per_week = whole(f, "per_week", 3, 1, 100)?;
+    Ok(RuleKind::VisitTarget(VisitTarget { per_week }))
+}
+
+fn inactivity(f: &mut Fields<'_>) -> Result<RuleKind, RulesError> {
+    let classes = activity(f, None)?;
     let (hours, hours_span) = f.req_num("hours")?;
     let silence_ms = to_ms(
         f,

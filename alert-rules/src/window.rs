@@ -126,7 +126,7 @@ impl Window {
     }
 }
 
-fn parse_hhmm(s: &str, allow_24: bool) -> Result<u32, String> {
+pub(crate) fn parse_hhmm(s: &str, allow_24: bool) -> Result<u32, String> {
     let Some((h, m)) = s.split_once(':') else {
         return Err(format!("{s:?} is not a time of day (expected HH:MM)"));
     };
@@ -155,6 +155,55 @@ fn parse_hhmm(s: &str, allow_24: bool) -> Result<u32, String> {
         return Err(format!("hour {hour} in {s:?} is out of range ({max})"));
     }
     Ok(hour * 60 + minute)
+}
+
+impl Window {
+    /// Whether local time-of-day of `t` (UTC ms at `offset_ms`) is inside the window.
+    pub(crate) fn contains(&self, offset_ms: i64, t: Millis) -> bool {
+        let r = (i128::from(t) + i128::from(offset_ms)).rem_euclid(DAY);
+        let (s, e) = (self.start(), self.end());
+        if self.wraps() {
+            r >= s || r < e
+        } else {
+            r >= s && r < e
+        }
+    }
+
+    /// The first instant after `t` at which the window ends (local `end` time).
+    pub(crate) fn next_end(&self, offset_ms: i64, t: Millis) -> Millis {
+        next_time_of_day(offset_ms, t, self.end_min)
+    }
+}
+
+/// The first instant strictly after `t` whose local time of day is `minute`
+/// (minutes after local midnight; 1440 = the next midnight).
+pub(crate) fn next_time_of_day(offset_ms: i64, t: Millis, minute: u32) -> Millis {
+    let local = i128::from(t) + i128::from(offset_ms);
+    let day_start = local.div_euclid(DAY) * DAY;
+    let mut x = day_start + i128::from(minute) * i128::from(MINUTE_MS);
+    while x <= local {
+        x += DAY;
+    }
+    saturate(x - i128::from(offset_ms))
+}
+
+/// Local midnight (as a UTC instant) of the local day containing `t`.
+pub(crate) fn local_midnight(offset_ms: i64, t: Millis) -> Millis {
+    let local = i128::from(t) + i128::from(offset_ms);
+    saturate(local.div_euclid(DAY) * DAY - i128::from(offset_ms))
+}
+
+/// The first local Monday 00:00 at or after `t`.
+pub(crate) fn next_monday(offset_ms: i64, t: Millis) -> Millis {
+    let local = i128::from(t) + i128::from(offset_ms);
+    // 1970-01-01 was a Thursday: days since the epoch + 3 is days since a Monday.
+    let days = local.div_euclid(DAY);
+    let since_monday = (days + 3).rem_euclid(7);
+    let mut monday = (days - since_monday) * DAY;
+    if monday < local {
+        monday += 7 * DAY;
+    }
+    saturate(monday - i128::from(offset_ms))
 }
 
 /// How much of `[from, to)` counts as silence: everything without a window,

@@ -7,8 +7,11 @@
 //!   `watch h1 d0 08:00`           watch_household
 //!   `watchdev h1/d1 d0 08:00`     watch_device
 //!   `roundtrip`                   rebuild the engine from the JSON of its state
-//! Signals: sos fall hb online offline | motion/door/bed/smoke/gas/leak 0|1 |
-//!   water M3 | power KWH [W] | temp C | hr BPM | battery PCT
+//! Signals: sos fall hb online offline checkin | motion/door/bed/smoke/gas/leak/visit 0|1 |
+//!   water M3 | waterv M3 (interval) | power KWH [W] | powerv KWH | temp C | hr BPM |
+//!   battery PCT | steps N | away 0|1 [HOURS]
+//! Commands: `d0 08:00 mode h1 away d3 08:00` (set_mode until), `d0 08:00 endmode h1`,
+//!   `d0 08:00 carer h1 1|0` (visit from the board), `area h1 v1` (set_area)
 //!
 //! Expected decisions: `raise sos`, `clear high-temperature:t1`, with the
 //! household prefixed when it is not `h1` (`h2 raise sos`), and optionally the
@@ -68,6 +71,21 @@ fn parse_signal(words: &[&str]) -> Signal {
         "temp" => Signal::Temperature { celsius: num(1) },
         "hr" => Signal::HeartRate { bpm: num(1) },
         "battery" => Signal::Battery { percent: num(1) },
+        "waterv" => Signal::WaterVolume { m3: num(1) },
+        "powerv" => Signal::EnergyVolume {
+            kwh: num(1),
+            power_w: None,
+        },
+        "steps" => Signal::Steps { count: num(1) },
+        "checkin" => Signal::CheckIn,
+        "visit" => Signal::Visit {
+            start: flag(),
+            carer: Some("tag-1".into()),
+        },
+        "away" => Signal::Away {
+            away: flag(),
+            hours: words.get(2).map(|w| w.parse().unwrap()),
+        },
         other => panic!("unknown signal {other}"),
     }
 }
@@ -96,10 +114,24 @@ fn step(engine: &mut Engine, line: &str) -> (Vec<Decision>, Option<Millis>) {
             engine.watch_device(h, d, parse_time(w[2], w[3]));
             (vec![], None)
         }
+        "area" => {
+            engine.set_area(w[1], Some(w[2]));
+            (vec![], None)
+        }
         _ => {
             let now = parse_time(w[0], w[1]);
             if w[2] == "tick" {
                 (engine.tick(now), Some(now))
+            } else if w[2] == "mode" {
+                // `d0 08:00 mode h1 away d3 08:00`
+                let kind = alert_rules::ModeKind::parse(w[4]).unwrap();
+                let until = parse_time(w[5], w[6]);
+                (engine.set_mode(w[3], kind, until, now), Some(now))
+            } else if w[2] == "endmode" {
+                (engine.end_mode(w[3], now), Some(now))
+            } else if w[2] == "carer" {
+                // `d0 08:00 carer h1 1` — a visit checked in (1) / out (0) on the board
+                (engine.visit(w[3], w[4] == "1", Some("c1"), now), Some(now))
             } else {
                 let (h, d) = split_hd(w[2]);
                 let obs = Observation {
@@ -115,10 +147,11 @@ fn step(engine: &mut Engine, line: &str) -> (Vec<Decision>, Option<Millis>) {
 }
 
 fn summary(d: &Decision) -> String {
-    let who = if d.household == "h1" {
-        String::new()
-    } else {
-        format!("{} ", d.household)
+    let who = match (d.household.as_deref(), d.village.as_deref()) {
+        (Some("h1"), None) => String::new(),
+        (Some(h), None) => format!("{h} "),
+        (None, Some(v)) => format!("village {v} "),
+        other => panic!("a decision names exactly one of household and village: {other:?}"),
     };
     let action = match d.action {
         Action::Raise => "raise",
@@ -138,9 +171,15 @@ fn assert_deadline_exact(engine: &Engine) {
             "tick just before next_deadline must yield nothing"
         );
     }
+    // Some timers only change state (a device held back before "home
+    // unreachable" is judged, a mode expiring): ticking at the deadline must
+    // at least move it on.
+    let mut after = engine.clone();
+    let at = due.max(clock);
+    let got = after.tick(at);
     assert!(
-        !engine.clone().tick(due.max(clock)).is_empty(),
-        "tick at next_deadline must yield a decision"
+        !got.is_empty() || after.next_deadline().is_none_or(|d| d > at),
+        "tick at next_deadline must fire its timer"
     );
 }
 
@@ -927,8 +966,10 @@ fn default_rules_with_local_time_and_overrides() {
         // 13:00 UTC = 21:00 local; next counted time starts 23:00 UTC (07:00 local)
         &["d0 13:00 h1/m1 motion 1", "d1 01:59 tick", "d1 02:00 tick"],
         &[
+            // no hold: a one-device home can never count as unreachable
             "raise device-offline:m1 @d0 13:30",
             "raise no-activity-daytime @d1 02:00",
+            "raise not-up-by-10 @d1 02:00",
         ],
     );
     let extra = RuleSet::default_rules()
@@ -1185,8 +1226,19 @@ fn default_rule_file_is_valid_and_documented() {
             "low-temperature",
             "heart-rate",
             "no-activity-daytime",
+            "no-activity-long",
+            "night-out-of-bed",
+            "not-up-by-10",
+            "daily-checkin",
             "no-water-use",
+            "no-power-use",
+            "water-high-use",
+            "water-continuous-flow",
+            "away-expired",
+            "visits-below-target",
             "device-offline",
+            "home-unreachable",
+            "village-outage",
             "low-battery",
         ]
     );
@@ -1227,6 +1279,21 @@ fn severity_and_signal_names() {
         Signal::HeartRate { bpm: 1.0 },
         Signal::Temperature { celsius: 1.0 },
         Signal::Battery { percent: 1.0 },
+        Signal::WaterVolume { m3: 1.0 },
+        Signal::EnergyVolume {
+            kwh: 1.0,
+            power_w: None,
+        },
+        Signal::Steps { count: 1.0 },
+        Signal::CheckIn,
+        Signal::Visit {
+            start: true,
+            carer: None,
+        },
+        Signal::Away {
+            away: true,
+            hours: None,
+        },
         Signal::Heartbeat,
         Signal::Online,
         Signal::Offline,
@@ -1255,4 +1322,741 @@ fn restart_does_not_blame_devices_for_hub_downtime() {
         Some("device_offline")
     );
     assert_eq!(e.rules().rule_kind("nope"), None);
+}
+
+// ---------------------------------------------------------------------------
+// Issue 4: life-sign fusion, night and morning checks, utility use, modes,
+// visits, inhibition and grouping. BASE (2024-01-01) is a Monday; times UTC.
+
+type Case = (
+    &'static str,
+    &'static [&'static str],
+    &'static [&'static str],
+);
+
+fn run_cases(rules: &str, cases: &[Case]) {
+    for (name, steps, expected) in cases {
+        check(name, rules, steps, expected);
+    }
+}
+
+const LIFE: &str = r#"
+[[rule]]
+id = "quiet"
+kind = "inactivity"
+activity = ["motion", "door", "bed", "water_use", "power_use", "button", "steps", "checkin", "visit"]
+hours = 4
+severity = "warning"
+title = "No sign of life"
+
+[[rule]]
+id = "quiet-long"
+kind = "inactivity"
+activity = ["motion", "door", "bed", "water_use", "power_use", "button", "steps", "checkin", "visit"]
+hours = 8
+severity = "critical"
+title = "No sign of life for long"
+
+[[rule]]
+id = "sos"
+kind = "instant"
+signal = "sos"
+severity = "critical"
+title = "SOS"
+"#;
+
+#[test]
+fn every_sign_of_life_counts_and_tiers_escalate() {
+    run_cases(
+        LIFE,
+        &[
+            (
+                "4 h is a warning, 8 h is critical",
+                &["d0 08:00 h1/m1 motion 1", "d0 12:00 tick", "d0 16:00 tick"],
+                &["raise quiet @d0 12:00", "raise quiet-long @d0 16:00"],
+            ),
+            (
+                "wearable steps are a sign of life; zero steps are not",
+                &[
+                    "d0 08:00 h1/m1 motion 1",
+                    "d0 11:00 h1/w1 steps 0",
+                    "d0 11:30 h1/w1 steps 120",
+                    "d0 15:29 tick",
+                    "d0 15:30 tick",
+                ],
+                &["raise quiet @d0 15:30"],
+            ),
+            (
+                "the I'm-OK button and a carer visit clear the alarm",
+                &[
+                    "d0 08:00 h1/m1 motion 1",
+                    "d0 12:00 tick",
+                    "d0 12:10 h1/b1 checkin",
+                    "d0 16:10 tick",
+                    "d0 16:20 h1/door1 visit 1",
+                ],
+                &[
+                    "raise quiet @d0 12:00",
+                    "clear quiet @d0 12:10",
+                    "raise quiet @d0 16:10",
+                    "clear quiet @d0 16:20",
+                ],
+            ),
+            (
+                "interval water volume is water use",
+                &[
+                    "d0 08:00 h1/m1 motion 1",
+                    "d0 11:00 h1/w1 waterv 0.0001",
+                    "d0 11:30 h1/w1 waterv 0.002",
+                    "d0 15:30 tick",
+                ],
+                &["raise quiet @d0 15:30"],
+            ),
+        ],
+    );
+}
+
+const NIGHT: &str = r#"
+[[rule]]
+id = "night"
+kind = "night_bed_exit"
+window = "22:00-06:00"
+minutes = 45
+severity = "critical"
+title = "Out of bed at night"
+"#;
+
+#[test]
+fn night_out_of_bed() {
+    run_cases(
+        NIGHT,
+        &[
+            (
+                "a bathroom trip back within 45 min is nothing",
+                &["d0 02:00 h1/b1 bed 0", "d0 02:05 h1/m1 motion 1", "d0 02:12 h1/b1 bed 1", "d0 05:00 tick"],
+                &[],
+            ),
+            (
+                "out of bed and silent: raised 45 min after the last sign of life; back in bed clears",
+                &[
+                    "d0 02:00 h1/b1 bed 0",
+                    "d0 02:05 h1/m1 motion 1",
+                    "d0 02:49 tick",
+                    "d0 02:50 tick",
+                    "d0 03:30 h1/b1 bed 1",
+                ],
+                &["raise night @d0 02:50", "clear night @d0 03:30"],
+            ),
+            (
+                "crossing midnight",
+                &["d0 23:40 h1/b1 bed 0", "d1 00:25 tick"],
+                &["raise night @d1 00:25"],
+            ),
+            (
+                "getting up for the day near the window's end is not watched",
+                &["d0 05:30 h1/b1 bed 0", "d0 08:00 tick"],
+                &[],
+            ),
+            (
+                "out of bed in the evening (outside the window) is not watched",
+                &["d0 21:00 h1/b1 bed 0", "d0 23:00 tick"],
+                &[],
+            ),
+            (
+                "a sign of life after the alarm clears it; the exit is not watched again",
+                &["d0 01:00 h1/b1 bed 0", "d0 01:45 tick", "d0 02:00 h1/m1 motion 1", "d0 04:00 tick"],
+                &["raise night @d0 01:45", "clear night @d0 02:00"],
+            ),
+        ],
+    );
+}
+
+const MORNING: &str = r#"
+[[rule]]
+id = "not-up"
+kind = "daily_deadline"
+from = "04:00"
+by = "10:00"
+severity = "warning"
+title = "Not up by 10:00"
+
+[[rule]]
+id = "checkin"
+kind = "daily_deadline"
+activity = ["checkin"]
+by = "09:00"
+severity = "warning"
+title = "Daily check-in missed"
+enabled = false
+
+[[override]]
+household = "h2"
+rule = "checkin"
+enabled = true
+"#;
+
+#[test]
+fn morning_and_daily_check_in() {
+    run_cases(
+        MORNING,
+        &[
+            (
+                "no sign of life between 04:00 and 10:00 raises at 10:00; the next one clears",
+                &["d0 08:00 h1/m1 motion 1", "d0 21:00 h1/b1 bed 1", "d1 09:59 tick", "d1 10:00 tick", "d1 10:30 h1/m1 motion 1", "d2 10:00 tick"],
+                &["raise not-up @d1 10:00", "clear not-up @d1 10:30", "raise not-up @d2 10:00"],
+            ),
+            (
+                "up at 07:00 every day: nothing",
+                &["d0 07:00 h1/b1 bed 0", "d1 07:00 h1/b1 bed 0", "d2 06:30 h1/m1 motion 1", "d2 12:00 tick"],
+                &[],
+            ),
+            (
+                "activity at 03:00 is before the window",
+                &["d0 08:00 h1/m1 motion 1", "d1 03:00 h1/m1 motion 1", "d1 10:00 tick"],
+                &["raise not-up @d1 10:00"],
+            ),
+            (
+                "watched from 09:00: that morning is not judged",
+                &["watch h1 d0 09:00", "d0 12:00 tick", "d1 10:00 tick"],
+                &["raise not-up @d1 10:00"],
+            ),
+            (
+                "daily check-in only where enabled; pressing it counts as life for the other rule too",
+                &["watch h2 d0 00:00", "d0 08:30 h2/b2 checkin", "d1 08:30 h2/b2 checkin", "d2 09:00 tick", "d2 09:40 h2/b2 checkin"],
+                &["h2 raise checkin @d2 09:00", "h2 clear checkin @d2 09:40"],
+            ),
+        ],
+    );
+}
+
+const UTILITY: &str = r#"
+[[rule]]
+id = "no-water"
+kind = "utility_low"
+meter = "water"
+below = 0.01
+hours = 24
+severity = "warning"
+title = "Almost no water used"
+
+[[rule]]
+id = "high-water"
+kind = "utility_high"
+meter = "water"
+above = 1.0
+hours = 24
+severity = "warning"
+title = "Very high water use"
+
+[[rule]]
+id = "flow"
+kind = "continuous_flow"
+meter = "water"
+hours = 3
+min_per_hour = 0.001
+severity = "warning"
+title = "Water flowing without pause"
+"#;
+
+#[test]
+fn water_use_low_high_and_continuous() {
+    run_cases(
+        UTILITY,
+        &[
+            (
+                "below 10 l over 24 h raises when the last use leaves the window; use clears",
+                &[
+                    "d0 00:00 h1/w1 water 1.000",
+                    "d0 08:00 h1/w1 water 1.050",
+                    "d0 12:00 h1/w1 water 1.050",
+                    "d1 07:59 tick",
+                    "d1 08:00 tick",
+                    "d1 09:00 h1/w1 water 1.070",
+                ],
+                &["raise no-water @d1 08:00", "clear no-water @d1 09:00"],
+            ),
+            (
+                "a counter reset is a new baseline, not use and not a negative",
+                &[
+                    "d0 00:00 h1/w1 water 5.000",
+                    "d0 08:00 h1/w1 water 5.050",
+                    "d0 09:00 h1/w1 water 0.000",
+                    "d0 10:00 h1/w1 water 0.030",
+                    "d1 08:00 tick",
+                    "d1 10:00 tick",
+                ],
+                &["raise no-water @d1 10:00"],
+            ),
+            (
+                "a reading gap loses nothing: the counter carries the use",
+                &[
+                    "d0 00:00 h1/w1 water 1.000",
+                    "d0 06:00 h1/w1 water 1.000",
+                    "d0 23:00 h1/w1 water 1.200",
+                    "d1 12:00 tick",
+                ],
+                &[],
+            ),
+            (
+                "interval meters: 6 l/min for hours passes 1 m3 and raises; clears when the window empties to half",
+                &[
+                    "d0 08:00 h1/w1 waterv 0",
+                    "d0 08:30 h1/w1 waterv 0.18",
+                    "d0 09:00 h1/w1 waterv 0.18",
+                    "d0 09:30 h1/w1 waterv 0.18",
+                    "d0 10:00 h1/w1 waterv 0.18",
+                    "d0 10:30 h1/w1 waterv 0.18",
+                    "d0 11:00 h1/w1 waterv 0.18",
+                    "d0 11:30 h1/w1 waterv 0",
+                    "d1 09:59 tick",
+                    "d1 10:00 tick",
+                ],
+                &["raise high-water @d0 11:00", "raise flow @d0 11:00", "clear flow @d0 11:30", "clear high-water @d1 10:00"],
+            ),
+            (
+                "flow in every reading for 3 h raises; a dry reading clears",
+                &[
+                    "d0 00:00 h1/w1 water 1.000",
+                    "d0 00:30 h1/w1 water 1.002",
+                    "d0 01:00 h1/w1 water 1.004",
+                    "d0 01:30 h1/w1 water 1.006",
+                    "d0 02:00 h1/w1 water 1.008",
+                    "d0 02:30 h1/w1 water 1.010",
+                    "d0 03:00 h1/w1 water 1.012",
+                    "d0 03:30 h1/w1 water 1.012",
+                ],
+                &["raise flow @d0 03:00", "clear flow @d0 03:30"],
+            ),
+            (
+                "a long gap breaks the run",
+                &[
+                    "d0 00:00 h1/w1 water 1.000",
+                    "d0 00:30 h1/w1 water 1.002",
+                    "d0 01:00 h1/w1 water 1.004",
+                    "d0 04:00 h1/w1 water 1.020",
+                    "d0 04:30 h1/w1 water 1.022",
+                ],
+                &[],
+            ),
+        ],
+    );
+}
+
+const MODES: &str = r#"
+[[rule]]
+id = "quiet"
+kind = "inactivity"
+activity = ["motion", "door", "button", "visit"]
+hours = 4
+severity = "warning"
+title = "No sign of life"
+
+[[rule]]
+id = "sos"
+kind = "instant"
+signal = "sos"
+severity = "critical"
+title = "SOS"
+
+[[rule]]
+id = "smoke"
+kind = "instant"
+signal = "smoke"
+severity = "critical"
+title = "Smoke"
+
+[[rule]]
+id = "back"
+kind = "away_expired"
+grace_hours = 2
+severity = "warning"
+title = "Away mode ended without a sign of return"
+"#;
+
+#[test]
+fn away_modes() {
+    run_cases(
+        MODES,
+        &[
+            (
+                "away mode suppresses silence; on expiry the clock restarts and a gentle check follows",
+                &[
+                    "d0 08:00 h1/m1 motion 1",
+                    "d0 09:00 mode h1 away d2 08:00",
+                    "d1 20:00 tick",
+                    "d2 10:00 tick",
+                    "d2 12:00 tick",
+                    "d2 12:30 h1/m1 motion 1",
+                ],
+                &["raise back @d2 10:00", "raise quiet @d2 12:00", "clear quiet @d2 12:30", "clear back @d2 12:30"],
+            ),
+            (
+                "SOS and smoke are never suppressed",
+                &["d0 08:00 mode h1 hospital d5 08:00", "d1 03:00 h1/s1 sos", "d1 03:01 h1/sm1 smoke 1"],
+                &["raise sos @d1 03:00", "raise smoke @d1 03:01"],
+            ),
+            (
+                "setting a mode clears an open absence alarm",
+                &["d0 08:00 h1/m1 motion 1", "d0 12:00 tick", "d0 12:05 mode h1 holiday d3 00:00"],
+                &["raise quiet @d0 12:00", "clear quiet @d0 12:05"],
+            ),
+            (
+                "the leaving-home button sets away mode; back home ends it with no check",
+                &["d0 08:00 h1/s1 away 1 48", "d1 08:00 tick", "d1 18:00 h1/s1 away 0", "d1 21:00 tick", "d1 22:00 tick"],
+                &["raise quiet @d1 22:00"],
+            ),
+            (
+                "the button's default is 72 h",
+                &["d0 08:00 h1/s1 away 1", "d2 23:00 tick", "d3 08:00 tick", "d3 10:00 tick"],
+                &["raise back @d3 10:00"],
+            ),
+            (
+                "staff end the mode: watched again at once, no check",
+                &["d0 08:00 mode h1 away d3 08:00", "d1 08:00 endmode h1", "d1 12:00 tick", "d3 12:00 tick"],
+                &["raise quiet @d1 12:00"],
+            ),
+            (
+                "a sign of life before the grace ends means back home",
+                &["d0 08:00 mode h1 away d1 08:00", "d1 09:00 h1/door1 door 1", "d1 12:00 tick"],
+                &[],
+            ),
+        ],
+    );
+}
+
+const VISITS: &str = r#"
+[[rule]]
+id = "quiet"
+kind = "inactivity"
+activity = ["motion", "visit"]
+hours = 4
+severity = "warning"
+title = "No sign of life"
+
+[[rule]]
+id = "visits"
+kind = "visit_target"
+per_week = 3
+severity = "info"
+title = "Fewer than 3 visits this week"
+"#;
+
+#[test]
+fn care_visits() {
+    run_cases(
+        VISITS,
+        &[
+            (
+                "a visit suppresses inactivity while it lasts; silence counts from check-out",
+                &[
+                    "d0 08:00 h1/m1 motion 1",
+                    "d0 09:00 h1/door1 visit 1",
+                    "d0 11:00 h1/door1 visit 0",
+                    "d0 14:59 tick",
+                    "d0 15:00 tick",
+                ],
+                &["raise quiet @d0 15:00"],
+            ),
+            (
+                "a visit checked in on the board with no check-out ends after 4 h",
+                &[
+                    "d0 08:00 h1/m1 motion 1",
+                    "d0 09:00 carer h1 1",
+                    "d0 16:59 tick",
+                    "d0 17:00 tick",
+                ],
+                &["raise quiet @d0 17:00"],
+            ),
+        ],
+    );
+}
+
+const TARGET: &str = r#"
+[[rule]]
+id = "visits"
+kind = "visit_target"
+per_week = 3
+severity = "info"
+title = "Fewer than 3 visits this week"
+"#;
+
+#[test]
+fn weekly_visit_target() {
+    run_cases(
+        TARGET,
+        &[
+            (
+                "three visits a week: nothing; two: flagged at the week's end; three again: cleared",
+                &[
+                    "watch h1 d0 00:00",
+                    "d0 10:00 carer h1 1", "d0 11:00 carer h1 0",
+                    "d2 10:00 carer h1 1", "d2 11:00 carer h1 0",
+                    "d4 10:00 carer h1 1", "d4 11:00 carer h1 0",
+                    "d7 00:00 tick",
+                    "d8 10:00 carer h1 1", "d8 11:00 carer h1 0",
+                    "d10 10:00 carer h1 1", "d10 11:00 carer h1 0",
+                    "d14 00:00 tick",
+                    "d15 10:00 h1/door1 visit 1", "d15 11:00 h1/door1 visit 0",
+                    "d16 10:00 h1/door1 visit 1", "d16 11:00 h1/door1 visit 0",
+                    "d17 10:00 h1/door1 visit 1", "d17 11:00 h1/door1 visit 0",
+                    "d21 00:00 tick",
+                ],
+                &["raise visits @d14 00:00", "clear visits @d21 00:00"],
+            ),
+            (
+                "watched from a Wednesday: the partial week is not judged",
+                &["watch h1 d2 00:00", "d7 00:00 tick", "d14 00:00 tick"],
+                &["raise visits @d14 00:00"],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn a_week_in_hospital_excuses_the_visit_target() {
+    run_cases(
+        TARGET,
+        &[(
+            "hospital during the week",
+            &[
+                "watch h1 d0 00:00",
+                "d2 08:00 mode h1 hospital d4 08:00",
+                "d7 00:00 tick",
+                "d14 00:00 tick",
+            ],
+            &["raise visits @d14 00:00"],
+        )],
+    );
+}
+
+const DARK: &str = r#"
+[[rule]]
+id = "offline"
+kind = "device_offline"
+heartbeat_minutes = 10
+missed_heartbeats = 3
+offline_grace_minutes = 2
+severity = "warning"
+title = "Device offline"
+
+[[rule]]
+id = "home"
+kind = "home_unreachable"
+min_devices = 2
+min_share = 0.5
+hold_minutes = 10
+severity = "warning"
+title = "Home unreachable"
+
+[[rule]]
+id = "quiet"
+kind = "inactivity"
+activity = ["motion"]
+hours = 1
+severity = "warning"
+title = "No sign of life"
+
+[[rule]]
+id = "sos"
+kind = "instant"
+signal = "sos"
+severity = "critical"
+title = "SOS"
+"#;
+
+#[test]
+fn a_dark_home_gives_one_alarm_and_suspends_absence_rules() {
+    run_cases(
+        DARK,
+        &[
+            (
+                "one device silent: its own alarm, after the hold",
+                &[
+                    "watchdev h1/d1 d0 00:00", "watchdev h1/d2 d0 00:00", "watchdev h1/d3 d0 00:00",
+                    "d0 00:10 h1/d2 hb", "d0 00:10 h1/d3 motion 1",
+                    "d0 00:20 h1/d2 hb", "d0 00:20 h1/d3 motion 1",
+                    "d0 00:30 h1/d2 hb", "d0 00:30 h1/d3 motion 1",
+                    "d0 00:39 tick", "d0 00:40 tick",
+                ],
+                &["raise offline:d1 @d0 00:40"],
+            ),
+            (
+                "gateway down: one home-unreachable, no device alarms, silence not counted; back: cleared, clock restarts",
+                &[
+                    "watchdev h1/d1 d0 00:00", "watchdev h1/d2 d0 00:00", "watchdev h1/d3 d0 00:00", "watchdev h1/w d0 00:00",
+                    "d0 00:05 h1/d1 motion 1", "d0 00:08 h1/d2 hb", "d0 00:09 h1/d3 hb",
+                    "d0 00:30 h1/w hb", "d0 01:00 h1/w hb", "d0 01:30 h1/w hb", "d0 02:00 h1/w hb",
+                    "d0 02:00 h1/d1 hb", "d0 02:01 h1/d2 hb", "d0 02:02 h1/d3 hb",
+                    "d0 02:25 h1/d1 hb", "d0 02:25 h1/d2 hb", "d0 02:25 h1/d3 hb", "d0 02:25 h1/w hb",
+                    "d0 02:50 h1/d1 hb", "d0 02:50 h1/d2 hb", "d0 02:50 h1/d3 hb", "d0 02:50 h1/w hb",
+                    "d0 03:00 tick", "d0 03:01 tick",
+                ],
+                &["raise home @d0 00:38", "clear home @d0 02:01", "raise quiet @d0 03:01"],
+            ),
+            (
+                "a device still silent after the home came back gets its own alarm after a fresh hold",
+                &[
+                    "watchdev h1/d1 d0 00:00", "watchdev h1/d2 d0 00:00", "watchdev h1/d3 d0 00:00",
+                    "d0 01:00 tick",
+                    "d0 01:30 h1/d1 hb", "d0 01:30 h1/d2 hb",
+                    "d0 01:40 tick",
+                ],
+                &["raise home @d0 00:30", "clear home @d0 01:30", "raise offline:d3 @d0 01:40"],
+            ),
+            (
+                "an SOS from a dark home is raised at once",
+                &["watchdev h1/d1 d0 00:00", "watchdev h1/d2 d0 00:00", "d0 00:45 tick", "d0 00:46 h1/s1 sos"],
+                &["raise home @d0 00:30", "raise sos @d0 00:46"],
+            ),
+        ],
+    );
+}
+
+const OUTAGE: &str = r#"
+[[rule]]
+id = "offline"
+kind = "device_offline"
+heartbeat_minutes = 10
+missed_heartbeats = 3
+severity = "warning"
+title = "Device offline"
+
+[[rule]]
+id = "home"
+kind = "home_unreachable"
+hold_minutes = 10
+severity = "warning"
+title = "Home unreachable"
+
+[[rule]]
+id = "outage"
+kind = "area_outage"
+min_households = 3
+within_minutes = 15
+hold_minutes = 10
+severity = "warning"
+title = "Village outage"
+"#;
+
+#[test]
+fn many_dark_homes_in_a_village_give_one_grouped_incident() {
+    let homes: &[&str] = &[
+        "watchdev h1/a d0 00:00",
+        "watchdev h1/b d0 00:00",
+        "area h1 v1",
+        "watchdev h2/a d0 00:00",
+        "watchdev h2/b d0 00:00",
+        "area h2 v1",
+        "watchdev h3/a d0 00:00",
+        "watchdev h3/b d0 00:00",
+        "area h3 v1",
+        "watchdev h4/a d0 00:00",
+        "watchdev h4/b d0 00:00",
+        "area h4 v1",
+        "watchdev h5/a d0 00:00",
+        "watchdev h5/b d0 00:00",
+        "area h5 v2",
+    ];
+    let steps = |rest: &[&'static str]| -> Vec<&'static str> {
+        let mut v: Vec<&str> = homes.to_vec();
+        v.extend_from_slice(rest);
+        v
+    };
+    let outage = steps(&[
+        "d0 00:02 h2/a hb",
+        "d0 00:02 h2/b hb",
+        "d0 00:04 h3/a hb",
+        "d0 00:04 h3/b hb",
+        "d0 00:20 h4/a hb",
+        "d0 00:20 h4/b hb",
+        "d0 00:20 h5/a hb",
+        "d0 00:20 h5/b hb",
+        "d0 01:00 tick",
+        "d0 01:00 h1/a hb",
+        "d0 01:00 h1/b hb",
+        "d0 01:01 h2/a hb",
+        "d0 01:11 tick",
+    ]);
+    check(
+        "three homes dark within 15 min: one village incident; homes of other villages apart; when most are back the rest are watched one by one",
+        OUTAGE,
+        &outage,
+        &[
+            "village v1 raise outage @d0 00:34",
+            "h5 raise home @d0 01:00",
+            "village v1 clear outage @d0 01:01",
+            "h2 raise offline:b @d0 01:11",
+            "h3 raise home @d0 01:11",
+            "h4 raise home @d0 01:11",
+        ],
+    );
+    let few = steps(&[
+        "d0 00:25 h2/a hb",
+        "d0 00:25 h2/b hb",
+        "d0 00:25 h3/a hb",
+        "d0 00:25 h3/b hb",
+        "d0 00:25 h5/a hb",
+        "d0 00:25 h5/b hb",
+        "d0 00:45 tick",
+    ]);
+    check(
+        "two dark homes are two homes",
+        OUTAGE,
+        &few,
+        &["raise home @d0 00:40", "h4 raise home @d0 00:40"],
+    );
+}
+
+#[test]
+fn consecutive_readings_threshold() {
+    run_cases(
+        r#"
+[[rule]]
+id = "hr"
+kind = "threshold"
+signal = "heart_rate"
+above = 130
+consecutive = 3
+clear_margin = 5
+severity = "critical"
+title = "Abnormal heart rate"
+"#,
+        &[(
+            "three in a row; an interruption restarts the count",
+            &[
+                "d0 08:00 h1/w hr 140",
+                "d0 08:10 h1/w hr 120",
+                "d0 08:20 h1/w hr 140",
+                "d0 08:30 h1/w hr 141",
+                "d0 08:40 h1/w hr 142",
+                "d0 08:50 h1/w hr 100",
+            ],
+            &["raise hr:w @d0 08:40", "clear hr:w @d0 08:50"],
+        )],
+    );
+}
+
+#[test]
+fn new_rule_kinds_report_mistakes_on_their_line() {
+    const R: &str = "[[rule]]\nid = \"r\"\nseverity = \"warning\"\ntitle = \"T\"\n";
+    let cases: Vec<(String, usize, &str)> = vec![
+        (format!("{R}kind = \"daily_deadline\"\nfrom = \"10:00\"\nby = \"09:00\"\n"), 7, "`by` must be later"),
+        (format!("{R}kind = \"utility_low\"\nmeter = \"gas\"\nbelow = 1\nhours = 24\n"), 6, "unknown meter \"gas\""),
+        (format!("{R}kind = \"utility_high\"\nmeter = \"water\"\nabove = 1\nclear_below = 2\nhours = 24\n"), 8, "`clear_below` must be lower"),
+        (format!("{R}kind = \"night_bed_exit\"\nwindow = \"22:00-06:00\"\nminutes = 0\n"), 7, "`minutes` must be more than 0"),
+        (format!("{R}kind = \"home_unreachable\"\nmin_share = 1.5\n"), 6, "`min_share`"),
+        (format!("{R}kind = \"area_outage\"\n\n[[override]]\nhousehold = \"h\"\nrule = \"r\"\nmin_households = 2\n"), 9, "cannot be overridden"),
+        (format!("{R}kind = \"visit_target\"\nper_week = 2.5\n"), 6, "whole number"),
+        (format!("{R}kind = \"home_unreachable\"\n\n[[rule]]\nid = \"r2\"\nseverity = \"warning\"\ntitle = \"T\"\nkind = \"home_unreachable\"\n"), 8, "only one home_unreachable rule"),
+        (format!("{R}kind = \"continuous_flow\"\nmeter = \"water\"\n"), 1, "missing the required key `hours`"),
+    ];
+    for (src, line, needle) in cases {
+        let e = RuleSet::from_toml_str(&src).expect_err(&src);
+        let msg = e.to_string();
+        assert!(msg.contains(needle), "{src}\n=> {msg}");
+        assert!(
+            msg.contains(&format!("line {line}")),
+            "{src}\n=> {msg} (want line {line})"
+        );
+    }
 }

@@ -69,7 +69,7 @@ impl AlarmService {
                 drop(guard);
                 if raised.new {
                     metrics::counter!("anxin_alarms_raised_total", "severity" => d.severity.as_str(), "rule" => d.rule_id.clone()).increment(1);
-                    tracing::info!(alarm = %raised.alarm.id, rule = %d.rule_id, household = %d.household, severity = d.severity.as_str(), "alarm raised");
+                    tracing::info!(alarm = %raised.alarm.id, rule = %d.rule_id, household = ?d.household, village = ?d.village, severity = d.severity.as_str(), "alarm raised");
                 }
                 if raised.new {
                     self.notify_level(&raised.alarm.id, 0, "raised").await?;

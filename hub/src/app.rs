@@ -6,8 +6,10 @@
 //!                                                   escalation ◀─ deadlines in store   ▼
 //!                                                                              http: REST + websocket
 //! ```
+//! Ingest feeds the rules stage through two lanes (critical reports first); REST and
+//! SIGHUP reach it through a command channel ([`crate::rules::RulesHandle`]).
 //! Shutdown: only the source (ingest) is told to stop; the rules stage stops when its
-//! input closes, after saving its memory; escalation and http stop on the token.
+//! inputs close, after saving its memory; escalation and http stop on the token.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -89,7 +91,18 @@ impl App {
         };
 
         // Downstream first: rules, escalation, http. Then the broker, then ingest.
-        let (rules_tx, rules_rx) = mpsc::channel(4096);
+        let (priority_tx, priority_rx) = mpsc::channel(1024);
+        let (normal_tx, normal_rx) = mpsc::channel(4096);
+        let lanes = crate::rules::Lanes {
+            priority: priority_tx,
+            normal: normal_tx,
+        };
+        let (commands_tx, commands_rx) = mpsc::channel(64);
+        let rules_handle = crate::rules::RulesHandle {
+            commands: commands_tx,
+            file: settings.rules.file.clone(),
+            utc_offset_minutes: rules.utc_offset_minutes(),
+        };
         let stage = RulesStage::load(
             rules,
             alarms.clone(),
@@ -98,7 +111,13 @@ impl App {
         )
         .await?;
         let processed = stage.processed.clone();
-        let rules_task = tokio::spawn(stage.run(rules_rx, CancellationToken::new()));
+        let rules_task = tokio::spawn(stage.run(
+            priority_rx,
+            normal_rx,
+            commands_rx,
+            CancellationToken::new(),
+        ));
+        tracker.spawn(reload_on_sighup(rules_handle.clone(), servers.clone()));
         tracker.spawn(crate::escalation::run(alarms.clone(), servers.clone()));
 
         let listener = tokio::net::TcpListener::bind(settings.http.listen)
@@ -115,6 +134,7 @@ impl App {
             alarms: alarms.clone(),
             metrics,
             sim,
+            rules: rules_handle,
         });
         let http_stop = servers.clone();
         tracker.spawn(async move {
@@ -144,7 +164,7 @@ impl App {
             conn,
             store.clone(),
             clock,
-            rules_tx,
+            lanes,
             ready_tx,
             shutdown.clone(),
         ));
@@ -197,6 +217,38 @@ impl App {
         tracing::info!("shutting down");
         self.shutdown().await;
         Ok(())
+    }
+}
+
+/// `kill -HUP <hub>` re-reads the rules file; an invalid file keeps the rules in force.
+async fn reload_on_sighup(rules: crate::rules::RulesHandle, stop: CancellationToken) {
+    #[cfg(unix)]
+    {
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; reload rules over REST instead");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                got = hup.recv() => {
+                    if got.is_none() {
+                        return;
+                    }
+                    if let Err(e) = rules.reload().await {
+                        metrics::counter!("anxin_rules_reload_failed_total").increment(1);
+                        tracing::error!(error = %e, "rules reload on SIGHUP refused");
+                    }
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (rules, stop);
     }
 }
 

@@ -68,7 +68,7 @@ pub enum Rules {
         file: PathBuf,
     },
     /// Replay a recorded stream (JSONL) through a rules file on virtual time and print
-    /// the alarms it would raise and clear, then raises per rule. See docs/rules-tooling.md.
+    /// the alarms it would raise and clear, then raises per rule. See docs/rules.md (section 7).
     Test {
         /// The rules file (TOML).
         file: PathBuf,

@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use alert_rules::{Action, Engine, EngineState, Observation, RuleSet, Signal};
+use alert_rules::{
+    Action, Decision, Engine, EngineState, Millis, ModeKind, Observation, RuleSet, Signal,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +40,141 @@ pub enum Outcome {
 pub struct Input {
     pub obs: Observation,
     pub critical: Option<CriticalEvent>,
+}
+
+/// The two lanes from ingest into the rules stage. SOS, fall, smoke, gas and leak reports
+/// (alarm and all-clear alike, so their order is kept) take the priority lane: the stage
+/// serves it first and between the decisions of a long tick, so a critical alarm never
+/// waits behind a storm of device-health decisions.
+#[derive(Debug, Clone)]
+pub struct Lanes {
+    pub priority: mpsc::Sender<Input>,
+    pub normal: mpsc::Sender<Input>,
+}
+
+impl Lanes {
+    /// Whether a signal goes through the priority lane.
+    pub fn is_priority(signal: &Signal) -> bool {
+        matches!(
+            signal,
+            Signal::Sos
+                | Signal::Fall
+                | Signal::Smoke { .. }
+                | Signal::Gas { .. }
+                | Signal::WaterLeak { .. }
+        )
+    }
+
+    /// Hand an observation to the stage (waits while the lane is full: backpressure).
+    pub async fn send(&self, input: Input) -> Result<(), mpsc::error::SendError<Input>> {
+        if input.critical.is_some() || Self::is_priority(&input.obs.signal) {
+            self.priority.send(input).await
+        } else {
+            self.normal.send(input).await
+        }
+    }
+}
+
+/// What people (via REST) and operators ask of the rules stage.
+#[derive(Debug)]
+pub enum Command {
+    /// Away / hospital / holiday mode for a household until `until`.
+    SetMode {
+        household: String,
+        kind: ModeKind,
+        until: Millis,
+        by: String,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// End the household's mode now.
+    EndMode {
+        household: String,
+        by: String,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// A carer checked in (`start`) or out on the board.
+    Visit {
+        household: String,
+        start: bool,
+        carer: String,
+        by: String,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Swap in new rules, keeping all rule state.
+    Reload {
+        rules: Box<RuleSet>,
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// A cheap-clone handle for sending commands to the rules stage.
+#[derive(Debug, Clone)]
+pub struct RulesHandle {
+    pub commands: mpsc::Sender<Command>,
+    /// The rules file to re-read on reload (`None`: the built-in rules).
+    pub file: Option<std::path::PathBuf>,
+    /// The district's UTC offset from the rules (for showing and parsing local dates).
+    pub utc_offset_minutes: i32,
+}
+
+/// Why a rules reload was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("cannot read rules file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("rules file {path} is invalid, keeping the rules in force: {source}")]
+    Invalid {
+        path: String,
+        source: alert_rules::RulesError,
+    },
+    #[error("the rules stage has stopped")]
+    Stopped,
+}
+
+impl RulesHandle {
+    /// Ask the stage something and wait for its answer.
+    pub async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, ReloadError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| ReloadError::Stopped)?;
+        rx.await.map_err(|_| ReloadError::Stopped)
+    }
+
+    /// Re-read the rules file and swap the rules in; an invalid file changes nothing.
+    /// Returns the number of rules now in force.
+    pub async fn reload(&self) -> Result<usize, ReloadError> {
+        let rules = match &self.file {
+            None => RuleSet::default_rules(),
+            Some(path) => {
+                let shown = path.display().to_string();
+                let text = std::fs::read_to_string(path).map_err(|source| ReloadError::Read {
+                    path: shown.clone(),
+                    source,
+                })?;
+                RuleSet::from_toml_str(&text).map_err(|source| ReloadError::Invalid {
+                    path: shown,
+                    source,
+                })?
+            }
+        };
+        let n = rules.rule_ids().len();
+        self.ask(|reply| Command::Reload {
+            rules: Box::new(rules),
+            reply,
+        })
+        .await?;
+        metrics::counter!("anxin_rules_reloaded_total").increment(1);
+        tracing::info!(rules = n, "rules reloaded");
+        Ok(n)
+    }
 }
 
 pub struct RulesStage {
@@ -80,6 +217,9 @@ impl RulesStage {
         for (h, d) in alarms.store.active_devices().await? {
             engine.watch_device(&h, &d, now);
         }
+        for (h, v) in alarms.store.household_villages().await? {
+            engine.set_area(&h, Some(&v));
+        }
         Ok(Self {
             engine,
             processed: Arc::new(AtomicU64::new(0)),
@@ -89,10 +229,20 @@ impl RulesStage {
         })
     }
 
-    pub async fn run(mut self, mut input: mpsc::Receiver<Input>, cancel: CancellationToken) {
+    /// Serve the lanes (priority first) and commands until ingest stops (both lanes
+    /// closed) or `cancel`; tick at the engine's deadlines; save the engine's memory
+    /// periodically and at the end.
+    pub async fn run(
+        mut self,
+        mut priority: mpsc::Receiver<Input>,
+        mut input: mpsc::Receiver<Input>,
+        mut commands: mpsc::Receiver<Command>,
+        cancel: CancellationToken,
+    ) {
         // Saving is paced in real time: it bounds what a crash can lose, whatever the clock does.
         let mut last_save = tokio::time::Instant::now();
-        loop {
+        let (mut priority_open, mut input_open, mut commands_open) = (true, true, true);
+        while priority_open || input_open {
             let now = self.alarms.now();
             let tick_at = now + self.tick_every.as_millis() as i64;
             let wake = self
@@ -101,22 +251,20 @@ impl RulesStage {
                 .map_or(tick_at, |d| d.min(tick_at))
                 .max(now);
             tokio::select! {
-                msg = input.recv() => match msg {
-                    Some(msg) => {
-                        // Device events and status (connect / Last Will) messages apart, so
-                        // that event counts can be reconciled with what devices sent.
-                        let source = match msg.obs.signal {
-                            Signal::Online | Signal::Offline => "status",
-                            _ => "event",
-                        };
-                        self.handle(msg).await;
-                        self.processed.fetch_add(1, Ordering::Release);
-                        metrics::counter!("anxin_observations_processed_total", "source" => source).increment(1);
-                    }
-                    // Ingest stopped: everything upstream is drained.
-                    None => break,
+                biased;
+                msg = priority.recv(), if priority_open => match msg {
+                    Some(msg) => self.handle_counted(msg).await,
+                    None => priority_open = false,
                 },
-                _ = self.alarms.clock.sleep_until(wake) => self.tick().await,
+                cmd = commands.recv(), if commands_open => match cmd {
+                    Some(cmd) => self.command(cmd).await,
+                    None => commands_open = false,
+                },
+                msg = input.recv(), if input_open => match msg {
+                    Some(msg) => self.handle_counted(msg).await,
+                    None => input_open = false,
+                },
+                _ = self.alarms.clock.sleep_until(wake) => self.tick(&mut priority).await,
                 _ = cancel.cancelled() => break,
             }
             if last_save.elapsed() >= self.save_every {
@@ -125,6 +273,89 @@ impl RulesStage {
             }
         }
         self.save().await;
+    }
+
+    async fn handle_counted(&mut self, msg: Input) {
+        // Device events and status (connect / Last Will) messages apart, so
+        // that event counts can be reconciled with what devices sent.
+        let source = match msg.obs.signal {
+            Signal::Online | Signal::Offline => "status",
+            _ => "event",
+        };
+        self.handle(msg).await;
+        self.processed.fetch_add(1, Ordering::Release);
+        metrics::counter!("anxin_observations_processed_total", "source" => source).increment(1);
+    }
+
+    async fn command(&mut self, cmd: Command) {
+        let now = self.alarms.now();
+        match cmd {
+            Command::SetMode {
+                household,
+                kind,
+                until,
+                by,
+                reply,
+            } => {
+                let decisions = self.engine.set_mode(&household, kind, until, now);
+                self.apply_all(&decisions).await;
+                let r = self
+                    .alarms
+                    .store
+                    .record_mode(&household, kind.as_str(), now, until, &by)
+                    .await;
+                let _ = reply.send(r);
+            }
+            Command::EndMode {
+                household,
+                by,
+                reply,
+            } => {
+                let decisions = self.engine.end_mode(&household, now);
+                self.apply_all(&decisions).await;
+                let _ = reply.send(
+                    self.alarms
+                        .store
+                        .record_mode_end(&household, now, &by)
+                        .await,
+                );
+            }
+            Command::Visit {
+                household,
+                start,
+                carer,
+                by,
+                reply,
+            } => {
+                let carer_opt = (!carer.is_empty()).then_some(carer.as_str());
+                let decisions = self.engine.visit(&household, start, carer_opt, now);
+                self.apply_all(&decisions).await;
+                let r = if start {
+                    self.alarms
+                        .store
+                        .start_visit(&household, &carer, &by, now)
+                        .await
+                } else {
+                    self.alarms
+                        .store
+                        .end_visit(&household, now)
+                        .await
+                        .map(|_| ())
+                };
+                let _ = reply.send(r);
+            }
+            Command::Reload { rules, reply } => {
+                let decisions = self.engine.set_rules(*rules);
+                self.apply_all(&decisions).await;
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    async fn apply_all(&self, decisions: &[Decision]) {
+        for d in decisions {
+            self.apply_or_retry(d).await;
+        }
     }
 
     async fn save(&self) {
@@ -143,17 +374,23 @@ impl RulesStage {
         }
     }
 
-    async fn tick(&mut self) {
+    /// Fire the engine's due timers. A storm (hundreds of devices going offline at once)
+    /// can yield many decisions: critical reports that arrive meanwhile are served
+    /// between them, not after them.
+    async fn tick(&mut self, priority: &mut mpsc::Receiver<Input>) {
         let now = self.alarms.now();
         for d in self.engine.tick(now) {
             self.apply_or_retry(&d).await;
+            while let Ok(msg) = priority.try_recv() {
+                self.handle_counted(msg).await;
+            }
         }
     }
 
     /// Apply a decision that has no device waiting for it. The engine has already moved
     /// on (it will not raise the same condition again), so a transient store failure must
     /// not lose the alarm: retry with backoff; only a persistent failure is given up, loudly.
-    async fn apply_or_retry(&self, d: &alert_rules::Decision) {
+    async fn apply_or_retry(&self, d: &Decision) {
         let mut wait = Duration::from_millis(50);
         for attempt in 1..=8 {
             match self.alarms.apply(d, None).await {
@@ -165,18 +402,74 @@ impl RulesStage {
                 }
                 Err(e) => {
                     metrics::counter!("anxin_decisions_lost_total").increment(1);
-                    tracing::error!(error = %e, rule = %d.rule_id, household = %d.household, "decision LOST after retries");
+                    tracing::error!(error = %e, rule = %d.rule_id, household = ?d.household, village = ?d.village, "decision LOST after retries");
                 }
+            }
+        }
+    }
+
+    /// Keep the care record: visits and modes reported by devices (board and app
+    /// actions are recorded by their commands).
+    async fn record_care(&self, obs: &Observation) {
+        let store = &self.alarms.store;
+        let source = format!("device:{}", obs.device);
+        let r = match &obs.signal {
+            Signal::Visit { start: true, carer } => {
+                store
+                    .start_visit(
+                        &obs.household,
+                        carer.as_deref().unwrap_or_default(),
+                        &source,
+                        obs.at,
+                    )
+                    .await
+            }
+            Signal::Visit { start: false, .. } => {
+                store.end_visit(&obs.household, obs.at).await.map(|_| ())
+            }
+            Signal::Away { away: true, .. } => match self.engine.state().mode(&obs.household) {
+                Some(m) => {
+                    store
+                        .record_mode(&obs.household, m.kind.as_str(), m.since, m.until, &source)
+                        .await
+                }
+                None => Ok(()),
+            },
+            Signal::Away { away: false, .. } => {
+                store.record_mode_end(&obs.household, obs.at, &source).await
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = r {
+            tracing::error!(error = %e, device = %obs.device, "recording a visit or mode failed");
+        }
+    }
+
+    /// A household first heard of after start-up (imported while running): watch it and
+    /// tell the engine its village, so it takes part in outage grouping.
+    async fn learn_household(&mut self, household: &str) {
+        if self.engine.state().knows_household(household) {
+            return;
+        }
+        self.engine.watch_household(household, self.alarms.now());
+        match self.alarms.store.household_village(household).await {
+            Ok(Some(v)) => self.engine.set_area(household, Some(&v)),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, household, "looking up a household's village failed")
             }
         }
     }
 
     async fn handle(&mut self, msg: Input) {
         let Input { obs, critical } = msg;
+        self.learn_household(&obs.household).await;
         let Some(critical) = critical else {
             let now = self.alarms.now();
-            for d in self.engine.observe(&obs, now) {
-                self.apply_or_retry(&d).await;
+            let decisions = self.engine.observe(&obs, now);
+            self.apply_all(&decisions).await;
+            if matches!(obs.signal, Signal::Visit { .. } | Signal::Away { .. }) {
+                self.record_care(&obs).await;
             }
             return;
         };

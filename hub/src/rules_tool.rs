@@ -5,7 +5,7 @@
 //!   summary or a compiler-style diagnostic (`FILE:LINE:COL: error: ...`, the source
 //!   line, a caret under the column).
 //! * [`replay`] feeds a recorded stream of device messages (JSONL, see
-//!   `docs/rules-tooling.md`) through an [`Engine`] on **virtual time** and prints the
+//!   `docs/rules.md (section 7)`) through an [`Engine`] on **virtual time** and prints the
 //!   alarms the rules would raise and clear. Nothing sleeps and nothing reads the wall
 //!   clock: every line's `at` is both the observation's time and "now", and the
 //!   engine's timers are fired at their own deadlines between lines, so a "4 hours of
@@ -496,6 +496,15 @@ fn read_stream(
     Ok(records)
 }
 
+/// The household, or `village:<id>` for a grouped incident.
+fn subject(d: &Decision) -> String {
+    match (&d.household, &d.village) {
+        (Some(h), _) => h.clone(),
+        (None, Some(v)) => format!("village:{v}"),
+        (None, None) => "-".to_string(),
+    }
+}
+
 /// Writes decisions as they come and remembers them.
 struct Printer<'a> {
     out: &'a mut dyn Write,
@@ -525,7 +534,7 @@ impl Printer<'_> {
                     "{}  {action:<5}  {:<8}  {:<hw$}  {:<rw$}  {:<dw$}  {}",
                     local_time(d.at, self.offset_minutes),
                     d.severity.as_str(),
-                    d.household,
+                    subject(&d),
                     d.rule_id,
                     d.device.as_deref().unwrap_or("-"),
                     d.detail,
@@ -890,7 +899,7 @@ enabled = true
                 d.action,
                 d.severity,
                 d.rule_id.as_str(),
-                d.household.as_str()
+                d.household.as_deref().unwrap_or_default()
             ),
             (Action::Raise, Severity::Critical, "sos", "h-0001")
         );
@@ -976,7 +985,13 @@ enabled = true
             .decisions
             .iter()
             .filter(|d| d.action == Action::Raise && d.rule_id != "device-offline")
-            .map(|d| (d.household.as_str(), d.rule_id.as_str(), d.at))
+            .map(|d| {
+                (
+                    d.household.as_deref().unwrap_or_default(),
+                    d.rule_id.as_str(),
+                    d.at,
+                )
+            })
             .collect();
         assert_eq!(
             order,
@@ -1150,7 +1165,7 @@ enabled = true
             .decisions
             .iter()
             .filter(|d| d.rule_id == "quiet" && d.action == Action::Raise)
-            .map(|d| (d.household.as_str(), d.at))
+            .map(|d| (d.household.as_deref().unwrap_or_default(), d.at))
             .collect();
         assert_eq!(quiet, vec![("h-1", ms(datetime!(2026-11-02 12:00 +08:00)))]);
     }

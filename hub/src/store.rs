@@ -81,7 +81,7 @@ impl Scope {
             Scope::District => true,
             Scope::Town(t) => &a.town_id == t,
             Scope::Village(v) => &a.village_id == v,
-            Scope::Household(h) => &a.household_id == h,
+            Scope::Household(h) => a.household_id.as_deref() == Some(h.as_str()),
         }
     }
 }
@@ -103,7 +103,8 @@ impl std::fmt::Display for Scope {
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, PartialEq)]
 pub struct Alarm {
     pub id: String,
-    pub household_id: String,
+    /// `None` for a grouped incident about a whole village.
+    pub household_id: Option<String>,
     pub village_id: String,
     pub town_id: String,
     pub device_id: Option<String>,
@@ -172,6 +173,43 @@ pub struct Contact {
     pub priority: i64,
 }
 
+/// One carer visit.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, PartialEq)]
+pub struct Visit {
+    pub household_id: String,
+    pub carer: String,
+    pub source: String,
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+}
+
+/// Visit compliance of one village for one week.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct VillageCompliance {
+    pub village_id: String,
+    pub town_id: String,
+    pub households: i64,
+    pub meeting_target: i64,
+    pub visits: i64,
+    pub below_target: Vec<HouseholdVisits>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HouseholdVisits {
+    pub household_id: String,
+    pub visits: i64,
+}
+
+/// An away / hospital / holiday mode as recorded.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, PartialEq)]
+pub struct ModeRecord {
+    pub household_id: String,
+    pub kind: String,
+    pub since: i64,
+    pub until: i64,
+    pub set_by: String,
+}
+
 /// Device credentials as the broker's auth hook needs them.
 #[derive(Debug, Clone)]
 pub struct DeviceAuth {
@@ -226,6 +264,10 @@ const UPSERT_VILLAGE: &str = "INSERT INTO villages (id, town_id, name) VALUES ($
 const UPSERT_HOUSEHOLD: &str = "INSERT INTO households (id, village_id, address) VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET village_id = excluded.village_id, address = excluded.address";
 const UPSERT_ELDER: &str = "INSERT INTO elders (id, household_id, name, phone) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO UPDATE SET household_id = excluded.household_id, name = excluded.name, phone = excluded.phone";
 const UPSERT_DEVICE: &str = "INSERT INTO devices (id, household_id, kind, vendor, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET household_id = excluded.household_id, kind = excluded.kind, vendor = excluded.vendor, secret_hash = excluded.secret_hash, revoked_at = NULL";
+
+/// The open alarm of a decision's subject and condition: `$1` household (or NULL),
+/// `$2` village (for grouped incidents), `$3` condition key.
+const OPEN_FOR_SUBJECT: &str = "((household_id = $1) OR ($1 IS NULL AND household_id IS NULL AND village_id = $2)) AND condition_key = $3 AND state <> 'resolved'";
 
 const ALARM_COLUMNS: &str = "id, household_id, village_id, town_id, device_id, rule_id, condition_key, severity, title, detail, state, level, raised_at, repeat_count, acked_at, acked_by, ack_via, resolved_at, resolved_by, disposition, resolution_note, level_deadline_at, renotify_at, overdue_at, overdue_notified";
 
@@ -516,6 +558,188 @@ impl Store {
         rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
     }
 
+    /// (household, village) for every household: the rule engine groups outages by village.
+    pub async fn household_villages(&self) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT id, village_id FROM households ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("village_id")?)))
+            .collect()
+    }
+
+    /// The village of one household.
+    pub async fn household_village(&self, household: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT village_id FROM households WHERE id = $1")
+                .bind(household)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    // ----- care: visits and away modes ------------------------------------------------
+
+    /// A carer checked in. An open visit of the household is closed first (a missed
+    /// check-out), so there is at most one open visit per household.
+    pub async fn start_visit(
+        &self,
+        household: &str,
+        carer: &str,
+        source: &str,
+        at: Millis,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE visits SET ended_at = $2 WHERE household_id = $1 AND ended_at IS NULL")
+            .bind(household)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO visits (household_id, carer, source, started_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(household)
+        .bind(carer)
+        .bind(source)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A carer checked out: closes the household's open visit, if any.
+    pub async fn end_visit(&self, household: &str, at: Millis) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE visits SET ended_at = $2 WHERE household_id = $1 AND ended_at IS NULL",
+        )
+        .bind(household)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Visits of one household started in `[from, to)`, oldest first.
+    pub async fn visits(&self, household: &str, from: Millis, to: Millis) -> Result<Vec<Visit>> {
+        Ok(sqlx::query_as("SELECT household_id, carer, source, started_at, ended_at FROM visits WHERE household_id = $1 AND started_at >= $2 AND started_at < $3 ORDER BY started_at")
+            .bind(household)
+            .bind(from)
+            .bind(to)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Visit compliance for the week `[from, from + 7 days)` in `scope`, per village:
+    /// how many households had at least `target` visits, and which did not.
+    pub async fn visit_compliance(
+        &self,
+        scope: &Scope,
+        from: Millis,
+        to: Millis,
+        target: i64,
+    ) -> Result<Vec<VillageCompliance>> {
+        let mut qb = sqlx::QueryBuilder::<Sqlite>::new(
+            "SELECT h.village_id, v.town_id, h.id AS household_id, COUNT(vi.id) AS visits FROM households h JOIN villages v ON v.id = h.village_id LEFT JOIN visits vi ON vi.household_id = h.id AND vi.started_at >= ",
+        );
+        qb.push_bind(from)
+            .push(" AND vi.started_at < ")
+            .push_bind(to)
+            .push(" WHERE 1 = 1");
+        match scope {
+            Scope::District => {}
+            Scope::Town(t) => {
+                qb.push(" AND v.town_id = ").push_bind(t.clone());
+            }
+            Scope::Village(v) => {
+                qb.push(" AND h.village_id = ").push_bind(v.clone());
+            }
+            Scope::Household(h) => {
+                qb.push(" AND h.id = ").push_bind(h.clone());
+            }
+        }
+        qb.push(" GROUP BY h.village_id, v.town_id, h.id ORDER BY h.village_id, h.id");
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        let mut out: Vec<VillageCompliance> = Vec::new();
+        for r in rows {
+            let village: String = r.try_get("village_id")?;
+            let town: String = r.try_get("town_id")?;
+            let household: String = r.try_get("household_id")?;
+            let visits: i64 = r.try_get("visits")?;
+            if out.last().is_none_or(|c| c.village_id != village) {
+                out.push(VillageCompliance {
+                    village_id: village,
+                    town_id: town,
+                    households: 0,
+                    meeting_target: 0,
+                    visits: 0,
+                    below_target: Vec::new(),
+                });
+            }
+            if let Some(c) = out.last_mut() {
+                c.households += 1;
+                c.visits += visits;
+                if visits >= target {
+                    c.meeting_target += 1;
+                } else {
+                    c.below_target.push(HouseholdVisits {
+                        household_id: household,
+                        visits,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Record a mode as set (ending any mode still recorded as in force).
+    pub async fn record_mode(
+        &self,
+        household: &str,
+        kind: &str,
+        since: Millis,
+        until: Millis,
+        by: &str,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE household_modes SET ended_at = $2, ended_by = $3 WHERE household_id = $1 AND ended_at IS NULL AND until > $2")
+            .bind(household)
+            .bind(since)
+            .bind(by)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO household_modes (household_id, kind, since, until, set_by) VALUES ($1, $2, $3, $4, $5)")
+            .bind(household)
+            .bind(kind)
+            .bind(since)
+            .bind(until)
+            .bind(by)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Record that the mode in force ended early.
+    pub async fn record_mode_end(&self, household: &str, at: Millis, by: &str) -> Result<()> {
+        sqlx::query("UPDATE household_modes SET ended_at = $2, ended_by = $3 WHERE household_id = $1 AND ended_at IS NULL AND until > $2")
+            .bind(household)
+            .bind(at)
+            .bind(by)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The mode in force at `now`, as recorded.
+    pub async fn current_mode(&self, household: &str, now: Millis) -> Result<Option<ModeRecord>> {
+        Ok(sqlx::query_as("SELECT household_id, kind, since, until, set_by FROM household_modes WHERE household_id = $1 AND ended_at IS NULL AND since <= $2 AND until > $2 ORDER BY since DESC LIMIT 1")
+            .bind(household)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
     // ----- raising alarms -------------------------------------------------------------
 
     /// Has this critical event already been committed? Returns its alarm id if so.
@@ -547,9 +771,10 @@ impl Store {
     ) -> Result<Raised> {
         let mut tx = self.begin_write().await?;
         let existing: Option<Alarm> = sqlx::query_as(&format!(
-            "SELECT {ALARM_COLUMNS} FROM alarms WHERE household_id = $1 AND condition_key = $2 AND state <> 'resolved'"
+            "SELECT {ALARM_COLUMNS} FROM alarms WHERE {OPEN_FOR_SUBJECT}"
         ))
         .bind(&d.household)
+        .bind(&d.village)
         .bind(&d.condition_key)
         .fetch_optional(&mut *tx)
         .await?;
@@ -562,11 +787,23 @@ impl Store {
                 (a.id, false)
             }
             None => {
-                let loc = sqlx::query("SELECT h.village_id, v.town_id FROM households h JOIN villages v ON v.id = h.village_id WHERE h.id = $1")
-                    .bind(&d.household)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .ok_or_else(|| StoreError::NotFound(format!("household {}", d.household)))?;
+                let loc = match (&d.household, &d.village) {
+                    (Some(h), _) => sqlx::query("SELECT h.village_id, v.town_id FROM households h JOIN villages v ON v.id = h.village_id WHERE h.id = $1")
+                        .bind(h)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .ok_or_else(|| StoreError::NotFound(format!("household {h}")))?,
+                    (None, Some(v)) => sqlx::query("SELECT id AS village_id, town_id FROM villages WHERE id = $1")
+                        .bind(v)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .ok_or_else(|| StoreError::NotFound(format!("village {v}")))?,
+                    (None, None) => {
+                        return Err(StoreError::NotFound(
+                            "a decision with neither household nor village".into(),
+                        ))
+                    }
+                };
                 let village: String = loc.try_get("village_id")?;
                 let town: String = loc.try_get("town_id")?;
                 let id = uuid::Uuid::new_v4().to_string();
@@ -641,11 +878,13 @@ impl Store {
         now: Millis,
     ) -> Result<Option<AlarmUpdate>> {
         let mut tx = self.begin_write().await?;
-        let id: Option<String> = sqlx::query_scalar("SELECT id FROM alarms WHERE household_id = $1 AND condition_key = $2 AND state <> 'resolved'")
-            .bind(&d.household)
-            .bind(&d.condition_key)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let id: Option<String> =
+            sqlx::query_scalar(&format!("SELECT id FROM alarms WHERE {OPEN_FOR_SUBJECT}"))
+                .bind(&d.household)
+                .bind(&d.village)
+                .bind(&d.condition_key)
+                .fetch_optional(&mut *tx)
+                .await?;
         let Some(id) = id else { return Ok(None) };
         let actor = d.device.as_ref().map(|dev| format!("device:{dev}"));
         let update = append(
@@ -743,7 +982,8 @@ impl Store {
     /// village staff, 1 = town staff, 2 = district staff. Highest priority first.
     pub async fn recipients(&self, a: &Alarm, level: i64) -> Result<Vec<String>> {
         let q = match level {
-            0 => sqlx::query("SELECT id FROM contacts WHERE (scope_kind = 'household' AND scope_id = $1) OR (scope_kind = 'village' AND scope_id = $2) ORDER BY priority DESC, id").bind(&a.household_id).bind(&a.village_id),
+            // A grouped incident (no household) goes to village and town duty at once.
+            0 => sqlx::query("SELECT id FROM contacts WHERE (scope_kind = 'household' AND scope_id = $1) OR (scope_kind = 'village' AND scope_id = $2) OR ($1 IS NULL AND scope_kind = 'town' AND scope_id = $3) ORDER BY priority DESC, id").bind(&a.household_id).bind(&a.village_id).bind(&a.town_id),
             1 => sqlx::query("SELECT id FROM contacts WHERE scope_kind = 'town' AND scope_id = $1 ORDER BY priority DESC, id").bind(&a.town_id),
             _ => sqlx::query("SELECT id FROM contacts WHERE scope_kind = 'district' ORDER BY priority DESC, id"),
         };

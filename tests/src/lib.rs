@@ -51,6 +51,13 @@ impl TestHub {
         Self::start(dir, ManualClock::new(start), None).await
     }
 
+    /// A hub running `rules` (TOML) instead of the built-in rules; restarts keep them.
+    pub async fn spawn_with_rules(start: i64, rules: &str) -> TestHub {
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        std::fs::write(dir.path().join("rules.toml"), rules).expect("write rules");
+        Self::start(dir, ManualClock::new(start), None).await
+    }
+
     /// A hub on a simulated clock (`hub run --simulated-clock`), for `device-sim run`.
     pub async fn spawn_simulated(start: i64, rules_file: Option<PathBuf>) -> TestHub {
         let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
@@ -85,6 +92,10 @@ impl TestHub {
         let mut settings = settings_for(dir.path());
         if let Some(p) = mqtt_port {
             settings.mqtt.listen.set_port(p);
+        }
+        let rules = dir.path().join("rules.toml");
+        if rules.exists() {
+            settings.rules.file = Some(rules);
         }
         let store = hub::store::Store::connect(&settings.database_url)
             .await
@@ -214,6 +225,26 @@ impl Api {
             .send()
             .await
             .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Any method, optional JSON body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        token: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.expect("request");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }

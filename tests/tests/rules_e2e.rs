@@ -20,31 +20,75 @@ fn has_rule(alarms: &[Value], rule: &str, device: Option<&str>) -> bool {
         .any(|a| a["rule_id"] == rule && device.is_none_or(|d| a["device_id"] == d))
 }
 
-#[tokio::test]
-async fn a_silent_device_goes_offline_and_comes_back() {
-    let hub = TestHub::spawn_at(MONDAY_0900).await;
-    let pir = hub.device("demo-pir-1").await;
-    let seen = hub.processed();
-    pir.send(&payload::event("heartbeat", json!({})))
-        .await
-        .expect("heartbeat");
-    hub.wait_processed(seen + 1).await;
+/// The demo household h-1's devices.
+const H1: [&str; 6] = [
+    "demo-pendant-1",
+    "demo-fall-1",
+    "demo-pir-1",
+    "demo-door-1",
+    "demo-smoke-1",
+    "demo-water-1",
+];
 
-    // Default: offline after 3 missed 10-minute heartbeats.
-    hub.advance(29 * 60);
+/// The default rules, with h-1's absence rules not suspended when its devices are silent
+/// (these tests connect only the devices they need).
+fn rules_without_inhibition() -> String {
+    format!(
+        "{}
+[[override]]
+household = \"h-1\"
+rule = \"home-unreachable\"
+enabled = false
+",
+        alert_rules::RuleSet::DEFAULT_TOML
+    )
+}
+
+#[tokio::test]
+async fn a_silent_device_goes_offline_after_the_hold_and_comes_back() {
+    let hub = TestHub::spawn_at(MONDAY_0900).await;
+    let mut devices = Vec::new();
+    for id in H1 {
+        devices.push(hub.device(id).await);
+    }
+    let beat = |skip: Option<&'static str>| {
+        let devices = &devices;
+        let hub = &hub;
+        async move {
+            let seen = hub.processed();
+            let mut n = 0;
+            for d in devices.iter().filter(|d| Some(d.id()) != skip) {
+                d.send(&payload::event("heartbeat", json!({})))
+                    .await
+                    .expect("heartbeat");
+                n += 1;
+            }
+            hub.wait_processed(seen + n).await;
+        }
+    };
+    beat(None).await;
+    // The pir falls silent; the rest of the home keeps reporting.
+    hub.advance(20 * 60);
+    beat(Some("demo-pir-1")).await;
+
+    // Offline after 3 missed 10-minute heartbeats, then held 10 minutes in case the
+    // whole home is going dark (then it would be one "home unreachable" alarm).
+    hub.advance(11 * 60);
     hub.app.alarms.run_due().await.expect("pass");
     assert!(!has_rule(
         &open_alarms(&hub, "demo-village-1").await,
         "device-offline",
         Some("demo-pir-1")
     ));
-    hub.advance(2 * 60);
+    hub.advance(10 * 60);
+    let pir = &devices[2];
     let alarms = hub
         .eventually("device-offline raised", || async {
             let a = open_alarms(&hub, "demo-village-1").await;
             has_rule(&a, "device-offline", Some("demo-pir-1")).then_some(a)
         })
         .await;
+    assert!(!has_rule(&alarms, "home-unreachable", None), "{alarms:#?}");
     let alarm = alarms
         .iter()
         .find(|a| a["rule_id"] == "device-offline" && a["device_id"] == "demo-pir-1")
@@ -70,7 +114,7 @@ async fn a_silent_device_goes_offline_and_comes_back() {
 
 #[tokio::test]
 async fn daytime_silence_raises_inactivity_and_the_timer_survives_a_restart() {
-    let hub = TestHub::spawn_at(MONDAY_0900).await;
+    let hub = TestHub::spawn_with_rules(MONDAY_0900, &rules_without_inhibition()).await;
     let pir = hub.device("demo-pir-1").await;
     let seen = hub.processed();
     pir.send(&payload::event(
@@ -119,4 +163,52 @@ async fn daytime_silence_raises_inactivity_and_the_timer_survives_a_restart() {
         .filter(|a| a["rule_id"] == "no-activity-daytime")
         .count();
     assert_eq!(n, 1);
+}
+
+#[tokio::test]
+async fn a_home_gone_dark_is_one_alarm_and_clears_when_heard_again() {
+    let hub = TestHub::spawn_at(MONDAY_0900).await;
+    // None of h-1's six devices is heard from: unreachable after 30 min, announced after
+    // the 10-minute hold that lets a village-wide outage group its homes.
+    hub.advance(41 * 60);
+    let alarms = hub
+        .eventually("home unreachable", || async {
+            let a = open_alarms(&hub, "demo-village-1").await;
+            has_rule(&a, "home-unreachable", None).then_some(a)
+        })
+        .await;
+    hub.advance(30 * 60);
+    hub.app.alarms.run_due().await.expect("pass");
+    let alarms_later = open_alarms(&hub, "demo-village-1").await;
+    let h1: Vec<&Value> = alarms_later
+        .iter()
+        .filter(|a| a["household_id"] == "h-1")
+        .collect();
+    assert_eq!(
+        h1.len(),
+        1,
+        "one alarm for the dark home: {h1:#?} (first: {alarms:#?})"
+    );
+    assert_eq!(h1[0]["rule_id"], "home-unreachable");
+    let id = h1[0]["id"].as_str().expect("id").to_owned();
+
+    // Four of six devices report again: reachable, the condition clears.
+    for d in &H1[..4] {
+        let dev = hub.device(d).await;
+        let seen = hub.processed();
+        dev.send(&payload::event("heartbeat", json!({})))
+            .await
+            .expect("heartbeat");
+        hub.wait_processed(seen + 1).await;
+    }
+    hub.eventually("cleared step", || async {
+        let body = hub.api().alarm("demo-village-1", &id).await;
+        body["timeline"]
+            .as_array()
+            .expect("timeline")
+            .iter()
+            .any(|e| e["step"] == "cleared")
+            .then_some(())
+    })
+    .await;
 }

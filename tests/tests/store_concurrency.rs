@@ -26,7 +26,8 @@ async fn concurrent_raises_and_acknowledgements_never_fail_with_database_is_lock
         tasks.push(tokio::spawn(async move {
             let d = Decision {
                 action: Action::Raise,
-                household: ["h-1", "h-2", "h-3"][i % 3].to_owned(),
+                household: Some(["h-1", "h-2", "h-3"][i % 3].to_owned()),
+                village: None,
                 device: Some(format!("dev-{i}")),
                 rule_id: "device-offline".into(),
                 condition_key: format!("device-offline:dev-{i}"),

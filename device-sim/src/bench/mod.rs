@@ -11,7 +11,7 @@ pub mod fleet;
 pub mod stats;
 pub mod target;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -251,7 +251,8 @@ pub struct Report {
 }
 
 /// The rules the bench hub runs: the shipped defaults, except (for the storm) no grace
-/// after a Last Will, so "visible" measures the pipeline rather than a configured wait.
+/// after a Last Will and no grouping hold, so "visible" measures the pipeline rather
+/// than a configured wait.
 fn rules(offline_grace_minutes: Option<u32>) -> anyhow::Result<String> {
     let default = alert_rules::RuleSet::DEFAULT_TOML;
     let text = match offline_grace_minutes {
@@ -261,7 +262,16 @@ fn rules(offline_grace_minutes: Option<u32>) -> anyhow::Result<String> {
                 .lines()
                 .find(|l| l.trim_start().starts_with("offline_grace_minutes"))
                 .context("default rules have no offline_grace_minutes")?;
-            default.replacen(line, &format!("offline_grace_minutes = {g}"), 1)
+            let mut text = default.replacen(line, &format!("offline_grace_minutes = {g}"), 1);
+            let holds: Vec<String> = text
+                .lines()
+                .filter(|l| l.trim_start().starts_with("hold_minutes"))
+                .map(str::to_owned)
+                .collect();
+            for h in holds {
+                text = text.replacen(&h, "hold_minutes = 0", 1);
+            }
+            text
         }
     };
     alert_rules::RuleSet::from_toml_str(&text).context("bench rules")?;
@@ -316,6 +326,8 @@ struct Bench {
     cfg: BenchConfig,
     district_dir: PathBuf,
     devices: Vec<(String, &'static str)>,
+    /// `household:<id>` / `village:<id>` -> device ids, for grouped offline alarms.
+    groups: HashMap<String, Vec<String>>,
     runs: u32,
     nonce: u64,
     seq: Arc<AtomicU64>,
@@ -336,7 +348,7 @@ impl Bench {
         )
         .await?;
         hub.start().await?;
-        let sos = Arc::new(SosBook::default());
+        let sos = Arc::new(SosBook::with_groups(self.groups.clone()));
         let sink = HubSink::connect(&hub.http(), BOARD_TOKEN, sos.clone()).await?;
         Ok(Target {
             name: "anxin",
@@ -350,7 +362,7 @@ impl Bench {
     }
 
     async fn broker(&self, addr: SocketAddr) -> anyhow::Result<Target> {
-        let sos = Arc::new(SosBook::default());
+        let sos = Arc::new(SosBook::with_groups(self.groups.clone()));
         let sink = BrokerSink::connect(addr, sos.clone()).await?;
         Ok(Target {
             name: "mosquitto",
@@ -1023,10 +1035,24 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
             .notes
             .push("no bare broker given: Anxin alone, no ratios".into());
     }
+    let mut groups: HashMap<String, Vec<String>> = HashMap::new();
+    for h in &district.households {
+        for d in &h.devices {
+            groups
+                .entry(format!("household:{}", h.id))
+                .or_default()
+                .push(d.id.clone());
+            groups
+                .entry(format!("village:{}", h.village_id))
+                .or_default()
+                .push(d.id.clone());
+        }
+    }
     let mut bench = Bench {
         cfg: cfg.clone(),
         district_dir,
         devices,
+        groups,
         runs: 0,
         nonce: rand::random::<u32>() as u64,
         seq: Arc::new(AtomicU64::new(0)),

@@ -26,6 +26,9 @@ pub struct SosBook {
     pub offline_seen: AtomicU64,
     /// The devices those notices were about.
     offline_devices: Mutex<std::collections::HashSet<String>>,
+    /// `household:<id>` / `village:<id>` -> its devices: a "home unreachable" or
+    /// "village outage" alarm makes every device it covers visible as offline.
+    groups: HashMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -67,6 +70,22 @@ impl SosBook {
             .lock()
             .map(|mut g| std::mem::take(&mut g.latencies_ms))
             .unwrap_or_default()
+    }
+
+    /// A book that knows which devices each household and village has.
+    pub fn with_groups(groups: HashMap<String, Vec<String>>) -> SosBook {
+        SosBook {
+            groups,
+            ..SosBook::default()
+        }
+    }
+
+    /// A grouped alarm (`household:<id>` or `village:<id>`) covers its devices.
+    fn offline_group(&self, key: &str) {
+        self.offline_seen.fetch_add(1, Ordering::Relaxed);
+        if let (Some(devices), Ok(mut g)) = (self.groups.get(key), self.offline_devices.lock()) {
+            g.extend(devices.iter().cloned());
+        }
     }
 
     fn offline(&self, device: &str) {
@@ -317,9 +336,21 @@ impl HubSink {
                     .and_then(|a| a.get("device_id"))
                     .and_then(Value::as_str)
                     .unwrap_or_default();
+                let field = |k: &str| {
+                    alarm
+                        .and_then(|a| a.get(k))
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                };
                 match (step, rule) {
                     ("raised" | "repeated", "sos") => sos.delivered(device),
                     ("raised", "device-offline") => sos.offline(device),
+                    ("raised", "home-unreachable") => {
+                        sos.offline_group(&format!("household:{}", field("household_id")))
+                    }
+                    ("raised", "village-outage") => {
+                        sos.offline_group(&format!("village:{}", field("village_id")))
+                    }
                     _ => {}
                 }
             }

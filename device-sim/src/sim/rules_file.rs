@@ -150,7 +150,7 @@ pub fn patch_rules(
     );
     notes.push(format!("device-offline: heartbeat_minutes = {hb}"));
 
-    // TODO(lead): confirm the key names of the grouping rules. The simulation assumes
+    // The grouping rules' keys (as in alert-rules/rules/default.toml):
     // `hold_minutes` on home_unreachable (how long a device's offline alarm is held back
     // to see whether the whole home is dark) and `within_minutes` / `hold_minutes` on
     // area_outage (the window in which the village's homes must become unreachable, and

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
-use crate::rules::{CriticalEvent, Input, Outcome};
+use crate::rules::{CriticalEvent, Input, Lanes, Outcome};
 use crate::store::Store;
 use contract::{Ack, AckResult, DeviceId, ErrorCode, ErrorReport, Inbound, Rejection};
 
@@ -56,7 +56,7 @@ pub async fn run(
     conn: BrokerConnection,
     store: Store,
     clock: SharedClock,
-    rules: mpsc::Sender<Input>,
+    rules: Lanes,
     ready: oneshot::Sender<()>,
     cancel: CancellationToken,
 ) {
@@ -130,7 +130,7 @@ struct Handler {
     client: AsyncClient,
     store: Store,
     clock: SharedClock,
-    rules: mpsc::Sender<Input>,
+    rules: Lanes,
     /// device id → household id (devices rarely move; a miss goes to the store).
     households: HashMap<String, String>,
 }

@@ -5,6 +5,8 @@
 //! here, on the server, for every request: a contact sees and acts on alarms inside its
 //! own scope only. Full accounts and roles arrive with issue 5.
 
+mod care;
+
 use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -30,6 +32,8 @@ pub struct AppState {
     pub metrics: Option<Arc<PrometheusHandle>>,
     /// Present only when the hub runs on a simulated clock (`hub run --simulated-clock`).
     pub sim: Option<Arc<SimControl>>,
+    /// Commands to the rules stage: modes, visits, reload.
+    pub rules: crate::rules::RulesHandle,
 }
 
 /// What the simulator needs to drive a hub on simulated time.
@@ -57,6 +61,18 @@ pub fn router(state: AppState) -> Router {
         .route("/api/alarms/{id}/acknowledge", post(acknowledge))
         .route("/api/alarms/{id}/resolve", post(resolve))
         .route("/api/updates", get(updates))
+        .route(
+            "/api/households/{id}/mode",
+            get(care::get_mode)
+                .put(care::set_mode)
+                .delete(care::end_mode),
+        )
+        .route(
+            "/api/households/{id}/visits",
+            get(care::list_visits).post(care::visit),
+        )
+        .route("/api/visits/compliance", get(care::compliance))
+        .route("/api/admin/rules/reload", post(care::reload_rules))
         .route("/api/ws", get(ws))
         .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
         .with_state(state)
