@@ -3,8 +3,11 @@
 -- A grouped incident (many homes of one village offline at once) concerns a village,
 -- not one household, so alarms.household_id becomes nullable. SQLite cannot drop a
 -- NOT NULL constraint in place: the table is rebuilt in the documented way
--- (https://www.sqlite.org/lang_altertable.html#otheralter). Foreign keys are checked
--- at commit (defer_foreign_keys), when alarm_timeline's rows point at the new table.
+-- (https://www.sqlite.org/lang_altertable.html#otheralter). The hub connects with
+-- foreign keys on and the migration runs in a transaction, where they cannot be turned
+-- off: they are deferred instead, and the deferral is ended once alarm_timeline's rows
+-- point at the rebuilt table again (dropping the old table counted its rows' references
+-- as pending violations; tests/tests/startup.rs migrates a populated database).
 PRAGMA defer_foreign_keys = ON;
 
 CREATE TABLE alarms_new (
@@ -39,6 +42,7 @@ INSERT INTO alarms_new (id, household_id, village_id, town_id, device_id, rule_i
     SELECT id, household_id, village_id, town_id, device_id, rule_id, condition_key, severity, title, detail, state, level, raised_at, repeat_count, acked_at, acked_by, ack_via, resolved_at, resolved_by, disposition, resolution_note, level_deadline_at, renotify_at, overdue_at, overdue_notified FROM alarms;
 DROP TABLE alarms;
 ALTER TABLE alarms_new RENAME TO alarms;
+PRAGMA defer_foreign_keys = OFF;
 
 -- One open alarm per condition per household, or per village for grouped incidents.
 CREATE UNIQUE INDEX alarms_open_condition ON alarms(COALESCE(household_id, 'village:' || village_id), condition_key) WHERE state <> 'resolved';

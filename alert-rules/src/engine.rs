@@ -400,6 +400,16 @@ impl HouseholdState {
         last_for(self.baseline(), &self.last_activity, classes)
     }
 
+    /// The daily checks' baseline: when watching began, the last mode ended, or the
+    /// home was heard again. Not the end of a visit: a carer leaving at 07:30 says
+    /// nothing about a 09:00 check-in (a visit *covering* the deadline holds it back).
+    fn daily_baseline(&self) -> Millis {
+        [self.mode_ended, self.reachable_since]
+            .into_iter()
+            .flatten()
+            .fold(self.since, Millis::max)
+    }
+
     fn resume(&mut self, t: Millis) {
         self.resumed = Some(self.resumed.map_or(t, |r| r.max(t)));
     }
@@ -670,6 +680,7 @@ impl Ctx<'_> {
             title: rule.title.clone(),
             detail,
             at,
+            max_level: rule.max_level,
         }
     }
 
@@ -906,8 +917,16 @@ fn next_timer<'r>(
                 }
             }
             RuleKind::DailyDeadline(dd) if !open => {
-                let last = hs.last_for(&dd.classes);
-                consider(daily_due(dd, off, last), Timer::Daily(rule, dd));
+                let last = last_for(hs.daily_baseline(), &hs.last_activity, &dd.classes);
+                let mut due = daily_due(dd, off, last);
+                // A deadline that passed while the check was held back (a carer in the
+                // home) is skipped, not fired late.
+                if let Some(r) = hs.resumed.filter(|r| *r >= due) {
+                    due = due.saturating_add(
+                        (r.saturating_sub(due) / DAY_MS + 1).saturating_mul(DAY_MS),
+                    );
+                }
+                consider(due, Timer::Daily(rule, dd));
             }
             RuleKind::UtilityLow(ul) if !open => {
                 if let Some(u) = hs.utility.get(&ul.meter) {
@@ -1927,6 +1946,7 @@ impl Engine {
             title: rule.title.clone(),
             detail,
             at: t,
+            max_level: rule.max_level,
         };
         if !open {
             let recent: Vec<&(String, Millis)> = dark

@@ -519,4 +519,8 @@ pub struct Decision {
     pub detail: String,
     /// When the condition became true / ended (never later than `now`).
     pub at: Millis,
+    /// The highest escalation level the alarm may reach (rule key `escalate_to`):
+    /// 0 = family and village, 1 = town; `None` = up to the district.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_level: Option<u8>,
 }

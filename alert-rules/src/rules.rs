@@ -66,7 +66,7 @@ const EVENT_SIGNALS: [&str; 7] = [
 const FLAG_SIGNALS: [&str; 6] = ["motion", "door", "bed", "smoke", "gas", "water_leak"];
 const NUMERIC_SIGNALS: [&str; 4] = ["temperature", "heart_rate", "battery", "power_w"];
 
-const COMMON_KEYS: [&str; 5] = ["id", "kind", "severity", "title", "enabled"];
+const COMMON_KEYS: [&str; 6] = ["id", "kind", "severity", "title", "enabled", "escalate_to"];
 /// One year, the longest duration a rule may use.
 const MAX_MINUTES: f64 = 366.0 * 24.0 * 60.0;
 
@@ -186,6 +186,8 @@ pub(crate) struct Rule {
     pub(crate) severity: Severity,
     pub(crate) title: String,
     pub(crate) enabled: bool,
+    /// Highest escalation level (0 family + village, 1 town); `None`: up to the district.
+    pub(crate) max_level: Option<u8>,
     pub(crate) kind: RuleKind,
 }
 
@@ -993,6 +995,22 @@ fn build_rule(f: &mut Fields<'_>) -> Result<(Rule, Range<usize>), RulesError> {
         return Err(f.err(&title_span, "`title` must not be empty"));
     }
     let enabled = f.opt_bool("enabled")?.unwrap_or(true);
+    let max_level = match f.opt_str("escalate_to")? {
+        None => None,
+        Some((level, span)) => match level.as_str() {
+            "village" => Some(0),
+            "town" => Some(1),
+            "district" => None,
+            other => {
+                return Err(f.err(
+                    &span,
+                    format!(
+                    "`escalate_to` must be \"village\", \"town\" or \"district\", got {other:?}"
+                ),
+                ))
+            }
+        },
+    };
     // Unknown keys first: a misspelt key is the likeliest cause of any later error.
     let allowed: &[&str] = match kind_name {
         "instant" => &["signal"],
@@ -1044,6 +1062,7 @@ fn build_rule(f: &mut Fields<'_>) -> Result<(Rule, Range<usize>), RulesError> {
         severity,
         title,
         enabled,
+        max_level,
         kind,
     };
     Ok((rule, id_span))

@@ -2049,6 +2049,8 @@ fn new_rule_kinds_report_mistakes_on_their_line() {
         (format!("{R}kind = \"visit_target\"\nper_week = 2.5\n"), 6, "whole number"),
         (format!("{R}kind = \"home_unreachable\"\n\n[[rule]]\nid = \"r2\"\nseverity = \"warning\"\ntitle = \"T\"\nkind = \"home_unreachable\"\n"), 8, "only one home_unreachable rule"),
         (format!("{R}kind = \"continuous_flow\"\nmeter = \"water\"\n"), 1, "missing the required key `hours`"),
+        (format!("{R}kind = \"instant\"\nsignal = \"sos\"\nescalate_to = \"province\"\n"), 7, "`escalate_to` must be"),
+        (format!("{R}kind = \"utility_low\"\nmeter = \"water\"\nbelow = 1\nhours = 200\n"), 8, "at most 192 hours"),
     ];
     for (src, line, needle) in cases {
         let e = RuleSet::from_toml_str(&src).expect_err(&src);
@@ -2059,4 +2061,55 @@ fn new_rule_kinds_report_mistakes_on_their_line() {
             "{src}\n=> {msg} (want line {line})"
         );
     }
+}
+
+#[test]
+fn escalate_to_caps_the_alarm() {
+    let decisions = check(
+        "escalate_to reaches the decision",
+        "[[rule]]\nid = \"c\"\nkind = \"daily_deadline\"\nactivity = [\"checkin\"]\nby = \"09:00\"\nseverity = \"warning\"\ntitle = \"T\"\nescalate_to = \"village\"\n",
+        &["watch h1 d0 00:00", "d1 09:00 tick"],
+        &["raise c @d1 09:00"],
+    );
+    assert_eq!(decisions[0].max_level, Some(0));
+    let sos = check(
+        "default: no cap",
+        INSTANT,
+        &["d0 08:00 h1/b sos"],
+        &["raise sos"],
+    );
+    assert_eq!(sos[0].max_level, None);
+}
+
+#[test]
+fn a_carer_visit_covers_the_check_in_deadline_but_an_early_one_does_not() {
+    run_cases(
+        MORNING,
+        &[
+            (
+                "carer in the home at 09:00: held back, nothing after",
+                &[
+                    "watch h2 d0 00:00",
+                    "d0 08:00 h2/b2 checkin",
+                    "d1 08:50 carer h2 1",
+                    "d1 09:30 carer h2 0",
+                    "d1 12:00 tick",
+                    "d2 08:00 h2/b2 checkin",
+                    "d2 12:00 tick",
+                ],
+                &[],
+            ),
+            (
+                "carer gone by 07:30: the 09:00 check-in is still due",
+                &[
+                    "watch h2 d0 00:00",
+                    "d0 08:00 h2/b2 checkin",
+                    "d1 07:00 carer h2 1",
+                    "d1 07:30 carer h2 0",
+                    "d1 09:00 tick",
+                ],
+                &["h2 raise checkin @d1 09:00"],
+            ),
+        ],
+    );
 }

@@ -34,14 +34,19 @@ impl AlarmService {
         self.clock.now()
     }
 
+    /// The acknowledgement deadline at `level` (none at the alarm's highest level: it
+    /// does not escalate further) and the next re-notification.
     fn deadlines(
         policy: &EscalationPolicy,
         level: usize,
+        max_level: Option<i64>,
         now: Millis,
     ) -> (Option<i64>, Option<i64>) {
+        let capped = max_level.is_some_and(|m| level as i64 >= m);
         let deadline = policy
             .ack_deadlines_secs
             .get(level)
+            .filter(|_| !capped)
             .map(|s| now + (*s as i64) * 1000);
         let renotify = policy.renotify_secs.map(|s| now + (s as i64) * 1000);
         (deadline, renotify)
@@ -57,7 +62,8 @@ impl AlarmService {
         match d.action {
             Action::Raise => {
                 let policy = self.escalation.policy(d.severity);
-                let (level_deadline_at, renotify_at) = Self::deadlines(policy, 0, now);
+                let (level_deadline_at, renotify_at) =
+                    Self::deadlines(policy, 0, d.max_level.map(i64::from), now);
                 let deadlines = Deadlines {
                     level_deadline_at,
                     renotify_at,
@@ -156,8 +162,12 @@ impl AlarmService {
         for a in self.store.due_alarms(now).await? {
             let policy = self.escalation.policy(a.severity());
             if a.is_unacknowledged() && a.level_deadline_at.is_some_and(|t| t <= now) {
-                let to = (a.level + 1).min(self.escalation.top_level as i64);
-                let (deadline, renotify) = Self::deadlines(policy, to as usize, now);
+                let top = a
+                    .max_level
+                    .unwrap_or(i64::MAX)
+                    .min(self.escalation.top_level as i64);
+                let to = (a.level + 1).min(top);
+                let (deadline, renotify) = Self::deadlines(policy, to as usize, a.max_level, now);
                 let order = self.order.lock().await;
                 let escalated = self.store.escalate(&a, to, deadline, renotify, now).await?;
                 if let Some(update) = escalated {
@@ -184,8 +194,11 @@ impl AlarmService {
                     self.bus.publish(update);
                     drop(order);
                     tracing::warn!(alarm = %a.id, "alarm overdue: not resolved in time");
-                    self.notify_level(&a.id, self.escalation.top_level as i64, "overdue")
-                        .await?;
+                    let top = a
+                        .max_level
+                        .unwrap_or(i64::MAX)
+                        .min(self.escalation.top_level as i64);
+                    self.notify_level(&a.id, top, "overdue").await?;
                     steps += 1;
                 }
             }

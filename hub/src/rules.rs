@@ -287,6 +287,8 @@ impl RulesStage {
         metrics::counter!("anxin_observations_processed_total", "source" => source).increment(1);
     }
 
+    /// People's commands. The record is written first: if the store refuses, the
+    /// engine is left as it was and the caller gets the error.
     async fn command(&mut self, cmd: Command) {
         let now = self.alarms.now();
         match cmd {
@@ -297,13 +299,16 @@ impl RulesStage {
                 by,
                 reply,
             } => {
-                let decisions = self.engine.set_mode(&household, kind, until, now);
-                self.apply_all(&decisions).await;
+                self.learn_household(&household).await;
                 let r = self
                     .alarms
                     .store
                     .record_mode(&household, kind.as_str(), now, until, &by)
                     .await;
+                if r.is_ok() {
+                    let decisions = self.engine.set_mode(&household, kind, until, now);
+                    self.apply_all(&decisions).await;
+                }
                 let _ = reply.send(r);
             }
             Command::EndMode {
@@ -311,14 +316,17 @@ impl RulesStage {
                 by,
                 reply,
             } => {
-                let decisions = self.engine.end_mode(&household, now);
-                self.apply_all(&decisions).await;
-                let _ = reply.send(
-                    self.alarms
-                        .store
-                        .record_mode_end(&household, now, &by)
-                        .await,
-                );
+                self.learn_household(&household).await;
+                let r = self
+                    .alarms
+                    .store
+                    .record_mode_end(&household, now, &by)
+                    .await;
+                if r.is_ok() {
+                    let decisions = self.engine.end_mode(&household, now);
+                    self.apply_all(&decisions).await;
+                }
+                let _ = reply.send(r);
             }
             Command::Visit {
                 household,
@@ -327,9 +335,7 @@ impl RulesStage {
                 by,
                 reply,
             } => {
-                let carer_opt = (!carer.is_empty()).then_some(carer.as_str());
-                let decisions = self.engine.visit(&household, start, carer_opt, now);
-                self.apply_all(&decisions).await;
+                self.learn_household(&household).await;
                 let r = if start {
                     self.alarms
                         .store
@@ -342,6 +348,11 @@ impl RulesStage {
                         .await
                         .map(|_| ())
                 };
+                if r.is_ok() {
+                    let carer = (!carer.is_empty()).then_some(carer.as_str());
+                    let decisions = self.engine.visit(&household, start, carer, now);
+                    self.apply_all(&decisions).await;
+                }
                 let _ = reply.send(r);
             }
             Command::Reload { rules, reply } => {

@@ -128,6 +128,8 @@ pub struct Alarm {
     pub renotify_at: Option<i64>,
     pub overdue_at: Option<i64>,
     pub overdue_notified: bool,
+    /// Highest escalation level (rule `escalate_to`); `None`: up to the district.
+    pub max_level: Option<i64>,
 }
 
 impl Alarm {
@@ -269,7 +271,7 @@ const UPSERT_DEVICE: &str = "INSERT INTO devices (id, household_id, kind, vendor
 /// `$2` village (for grouped incidents), `$3` condition key.
 const OPEN_FOR_SUBJECT: &str = "((household_id = $1) OR ($1 IS NULL AND household_id IS NULL AND village_id = $2)) AND condition_key = $3 AND state <> 'resolved'";
 
-const ALARM_COLUMNS: &str = "id, household_id, village_id, town_id, device_id, rule_id, condition_key, severity, title, detail, state, level, raised_at, repeat_count, acked_at, acked_by, ack_via, resolved_at, resolved_by, disposition, resolution_note, level_deadline_at, renotify_at, overdue_at, overdue_notified";
+const ALARM_COLUMNS: &str = "id, household_id, village_id, town_id, device_id, rule_id, condition_key, severity, title, detail, state, level, raised_at, repeat_count, acked_at, acked_by, ack_via, resolved_at, resolved_by, disposition, resolution_note, level_deadline_at, renotify_at, overdue_at, overdue_notified, max_level";
 
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -807,7 +809,7 @@ impl Store {
                 let village: String = loc.try_get("village_id")?;
                 let town: String = loc.try_get("town_id")?;
                 let id = uuid::Uuid::new_v4().to_string();
-                sqlx::query("INSERT INTO alarms (id, household_id, village_id, town_id, device_id, rule_id, condition_key, severity, title, detail, state, level, raised_at, level_deadline_at, renotify_at, overdue_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'raised', 0, $11, $12, $13, $14)")
+                sqlx::query("INSERT INTO alarms (id, household_id, village_id, town_id, device_id, rule_id, condition_key, severity, title, detail, state, level, raised_at, level_deadline_at, renotify_at, overdue_at, max_level) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'raised', 0, $11, $12, $13, $14, $15)")
                     .bind(&id)
                     .bind(&d.household)
                     .bind(&village)
@@ -822,6 +824,7 @@ impl Store {
                     .bind(deadlines.level_deadline_at)
                     .bind(deadlines.renotify_at)
                     .bind(deadlines.overdue_at)
+                    .bind(d.max_level.map(i64::from))
                     .execute(&mut *tx)
                     .await?;
                 (id, true)

@@ -343,3 +343,53 @@ async fn rules_reload_over_rest_keeps_the_old_rules_when_the_file_is_broken() {
     assert!(e.contains("line 4") && e.contains("smok"), "{e}");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn escalate_to_village_keeps_an_alarm_with_the_family_and_village() {
+    let rules = format!(
+        "{}\n[[override]]\nhousehold = \"h-1\"\nrule = \"sos\"\nescalate_to = \"village\"\n",
+        alert_rules::RuleSet::DEFAULT_TOML
+    );
+    let hub = TestHub::spawn_with_rules(MONDAY_0900, &rules).await;
+    let pendant = hub.device("demo-pendant-1").await;
+    let ack = pendant
+        .send_critical(&payload::event("sos", json!({})), anxin_tests::PATIENCE)
+        .await
+        .expect("sos acknowledged");
+    let id = ack["alarm_id"].as_str().expect("alarm id").to_owned();
+    // Far past every acknowledgement deadline and the overdue limit.
+    for _ in 0..6 {
+        hub.advance(6 * 60 * MIN);
+        hub.app.alarms.run_due().await.expect("escalation pass");
+    }
+    let body = hub.api().alarm("demo-village-1", &id).await;
+    assert_eq!(body["alarm"]["level"], 0, "{body:#}");
+    assert_eq!(body["alarm"]["max_level"], 0);
+    let steps: Vec<&str> = body["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .filter_map(|e| e["step"].as_str())
+        .collect();
+    assert!(!steps.contains(&"escalated"), "{steps:?}");
+    assert!(
+        steps.contains(&"overdue"),
+        "overdue still reported: {steps:?}"
+    );
+    // The same SOS elsewhere (no cap) climbs.
+    let other = hub.device("demo-pendant-2").await;
+    let ack = other
+        .send_critical(&payload::event("sos", json!({})), anxin_tests::PATIENCE)
+        .await
+        .expect("sos acknowledged");
+    let id2 = ack["alarm_id"].as_str().expect("alarm id").to_owned();
+    for _ in 0..3 {
+        hub.advance(30 * MIN);
+        hub.app.alarms.run_due().await.expect("escalation pass");
+    }
+    let body = hub.api().alarm("demo-district", &id2).await;
+    assert!(
+        body["alarm"]["level"].as_i64().unwrap_or(0) >= 1,
+        "{body:#}"
+    );
+}

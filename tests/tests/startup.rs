@@ -98,3 +98,51 @@ async fn a_simulated_clock_moves_only_through_the_api_after_the_barrier() {
         .expect("get");
     assert_eq!(r.status().as_u16(), 404);
 }
+
+/// Regression: migration 0002 rebuilds the alarms table; on a database with alarms and
+/// their timeline (foreign keys on) the first version failed at COMMIT with "FOREIGN KEY
+/// constraint failed", so an upgraded hub would not start.
+#[tokio::test]
+async fn an_existing_database_with_alarms_upgrades_to_the_current_schema() {
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    use std::str::FromStr;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("old.db").display());
+    let opts = SqliteConnectOptions::from_str(&url)
+        .expect("url")
+        .create_if_missing(true)
+        .foreign_keys(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await
+        .expect("pool");
+    // The schema as the first release left it: migration 1 only.
+    let mut first = sqlx::migrate!("../migrations");
+    first.migrations = std::borrow::Cow::Owned(first.migrations[..1].to_vec());
+    first.run(&pool).await.expect("migration 1");
+    for q in [
+        "INSERT INTO towns VALUES ('t', 'T')",
+        "INSERT INTO villages VALUES ('v', 't', 'V')",
+        "INSERT INTO households VALUES ('h', 'v', 'a')",
+        "INSERT INTO alarms (id, household_id, village_id, town_id, rule_id, condition_key, severity, title, detail, state, raised_at) VALUES ('a1', 'h', 'v', 't', 'sos', 'sos', 'critical', 'SOS', 'd', 'raised', 1)",
+        "INSERT INTO alarm_timeline (alarm_id, at, step, detail) VALUES ('a1', 1, 'raised', '{}')",
+    ] {
+        sqlx::query(q).execute(&pool).await.expect(q);
+    }
+    pool.close().await;
+
+    let store = hub::store::Store::connect(&url)
+        .await
+        .expect("upgrade migrates");
+    let a = store.alarm("a1").await.expect("alarm kept");
+    assert_eq!(a.household_id.as_deref(), Some("h"));
+    assert_eq!(a.max_level, None);
+    assert_eq!(store.timeline("a1").await.expect("timeline").len(), 1);
+    let broken: Vec<(String,)> = sqlx::query_as("SELECT \"table\" FROM pragma_foreign_key_check")
+        .fetch_all(store.pool())
+        .await
+        .expect("fk check");
+    assert!(broken.is_empty(), "{broken:?}");
+}

@@ -28,6 +28,7 @@ async fn concurrent_raises_and_acknowledgements_never_fail_with_database_is_lock
                 action: Action::Raise,
                 household: Some(["h-1", "h-2", "h-3"][i % 3].to_owned()),
                 village: None,
+                max_level: None,
                 device: Some(format!("dev-{i}")),
                 rule_id: "device-offline".into(),
                 condition_key: format!("device-offline:dev-{i}"),

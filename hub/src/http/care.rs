@@ -172,11 +172,17 @@ pub(super) async fn visit(
             ))
         }
     };
-    // The carer defaults to the staff member checking in.
+    // The carer defaults to the staff member checking in. An id (tag or staff id), never
+    // a name: the same alphabet as the device contract's `carer`.
     let carer = b.carer.unwrap_or_else(|| c.id.clone());
-    if carer.len() > 64 || carer.chars().any(char::is_control) {
+    let token = |s: &str| {
+        (1..=64).contains(&s.len())
+            && s.chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | ':' | '-'))
+    };
+    if !token(&carer) {
         return Err(ApiError::BadRequest(
-            "`carer` must be at most 64 characters".into(),
+            "`carer` must be a tag or staff id: 1-64 characters of A-Z a-z 0-9 . _ : -".into(),
         ));
     }
     let by = c.id.clone();
