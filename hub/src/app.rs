@@ -138,9 +138,13 @@ impl App {
         });
         let http_stop = servers.clone();
         tracker.spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { http_stop.cancelled().await })
-                .await;
+            // Client addresses reach handlers (for the audit log).
+            let served = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { http_stop.cancelled().await })
+            .await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "http server stopped");
             }

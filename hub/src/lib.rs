@@ -7,7 +7,8 @@
 //! - [`alarms`]: the alarm lifecycle — persist first, then publish.
 //! - [`escalation`]: wakes when a deadline in the store is due.
 //! - [`notify`]: fan-out to websocket clients.
-//! - [`http`]: REST + websocket, scope enforced server-side.
+//! - [`http`]: REST + websocket; every request asks [`authz`] (the one place that decides
+//!   who may see and do what, and audits refusals).
 //! - [`store`]: the only module with SQL.
 //! - [`app`]: wiring; [`cli`]: the `hub` command; [`config`]: settings; [`clock`]: injected time.
 //! - [`rules_tool`]: `hub rules check` / `hub rules test` — validate a rules file, replay a
@@ -15,6 +16,7 @@
 
 pub mod alarms;
 pub mod app;
+pub mod authz;
 pub mod broker;
 pub mod cli;
 pub mod clock;

@@ -175,6 +175,19 @@ pub struct Contact {
     pub priority: i64,
 }
 
+/// One audit log entry.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, PartialEq)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub outcome: String,
+    pub source: Option<String>,
+    pub detail: String,
+}
+
 /// One carer visit.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, PartialEq)]
 pub struct Visit {
@@ -578,6 +591,42 @@ impl Store {
                 .fetch_optional(&self.pool)
                 .await?,
         )
+    }
+
+    // ----- audit ------------------------------------------------------------------------
+
+    /// Append one entry to the audit log (ids only).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn audit(
+        &self,
+        at: Millis,
+        actor: &str,
+        action: &str,
+        target: &str,
+        outcome: &str,
+        source: Option<&str>,
+        detail: &serde_json::Value,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO audit_log (at, actor, action, target, outcome, source, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(at)
+            .bind(actor)
+            .bind(action)
+            .bind(target)
+            .bind(outcome)
+            .bind(source)
+            .bind(detail.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Audit entries after `after_seq`, oldest first, at most `limit`.
+    pub async fn audit_since(&self, after_seq: i64, limit: i64) -> Result<Vec<AuditEntry>> {
+        Ok(sqlx::query_as("SELECT seq, at, actor, action, target, outcome, source, detail FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(after_seq)
+            .bind(limit.clamp(1, 1000))
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     // ----- care: visits and away modes ------------------------------------------------

@@ -278,6 +278,7 @@ async fn scope_is_enforced_on_rest_and_websocket() {
             .0,
         404
     );
+    // Acting on it is refused (403) and audited.
     assert_eq!(
         api.post(
             "demo-village-1",
@@ -286,7 +287,7 @@ async fn scope_is_enforced_on_rest_and_websocket() {
         )
         .await
         .0,
-        404
+        403
     );
     assert_eq!(
         api.post(
@@ -296,8 +297,21 @@ async fn scope_is_enforced_on_rest_and_websocket() {
         )
         .await
         .0,
-        404
+        403
     );
+    let (s, audit) = api.get("demo-district", "/api/audit").await;
+    assert_eq!(s, 200, "{audit}");
+    let denied: Vec<&Value> = audit["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["outcome"] == "denied" && e["target"] == format!("alarm:{in_v3}"))
+        .collect();
+    assert_eq!(denied.len(), 2, "{audit:#}");
+    assert_eq!(denied[0]["actor"], "c-village-1");
+    assert_eq!(denied[0]["source"], "127.0.0.1");
+    assert_eq!(denied[1]["actor"], "c-family-1");
+    assert_eq!(api.get("demo-town-1", "/api/audit").await.0, 403);
     // Scopes outside one's own are refused, inside are allowed.
     assert_eq!(
         api.get("demo-village-1", "/api/alarms?scope=village:v-3")

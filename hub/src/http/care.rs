@@ -8,28 +8,13 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 
-use super::{requested_scope, ApiError, AppState, Caller};
+use super::{ApiError, AppState, Caller};
+use crate::authz::{self, Action};
 use crate::rules::{Command, ReloadError};
-use crate::store::{Contact, Scope};
 
 const DAY_MS: i64 = 86_400_000;
 /// The longest mode staff or family can set in one go.
 const MAX_MODE_MS: i64 = 366 * DAY_MS;
-
-/// The household must exist and lie inside the caller's scope; the answer for a
-/// household outside it is the same as for a missing one.
-async fn household_in_scope(state: &AppState, c: &Contact, id: &str) -> Result<(), ApiError> {
-    let store = &state.alarms.store;
-    if store
-        .scope_within(&Scope::Household(id.to_owned()), &c.scope)
-        .await?
-    {
-        Ok(())
-    } else {
-        tracing::info!(contact = %c.id, household = %id, "household outside caller scope");
-        Err(ApiError::NotFound(format!("household {id}")))
-    }
-}
 
 fn parse_time(field: &str, text: &str) -> Result<Millis, ApiError> {
     let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
@@ -66,10 +51,10 @@ pub(super) struct ModeBody {
 
 pub(super) async fn get_mode(
     State(state): State<AppState>,
-    Caller(c): Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    household_in_scope(&state, &c, &id).await?;
+    authz::household(&state, &caller, &id, Action::Read).await?;
     let now = state.alarms.clock.now();
     let mode = state.alarms.store.current_mode(&id, now).await?;
     let offset = state.rules.utc_offset_minutes;
@@ -86,11 +71,12 @@ pub(super) async fn get_mode(
 
 pub(super) async fn set_mode(
     State(state): State<AppState>,
-    Caller(c): Caller,
+    caller: Caller,
     Path(id): Path<String>,
     Json(b): Json<ModeBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    household_in_scope(&state, &c, &id).await?;
+    let c = &caller.contact;
+    authz::household(&state, &caller, &id, Action::SetMode).await?;
     let kind = ModeKind::parse(&b.kind).ok_or_else(|| {
         ApiError::BadRequest("`kind` must be \"away\", \"hospital\" or \"holiday\"".into())
     })?;
@@ -117,6 +103,15 @@ pub(super) async fn set_mode(
         .await
         .map_err(stopped)??;
     tracing::info!(contact = %c.id, household = %id, mode = kind.as_str(), "mode set");
+    authz::audit(
+        &state,
+        &caller,
+        "household.mode.set",
+        &format!("household:{id}"),
+        "allowed",
+        serde_json::json!({ "kind": kind.as_str(), "until": until }),
+    )
+    .await;
     let offset = state.rules.utc_offset_minutes;
     Ok(Json(serde_json::json!({
         "household_id": id,
@@ -126,10 +121,11 @@ pub(super) async fn set_mode(
 
 pub(super) async fn end_mode(
     State(state): State<AppState>,
-    Caller(c): Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    household_in_scope(&state, &c, &id).await?;
+    let c = &caller.contact;
+    authz::household(&state, &caller, &id, Action::SetMode).await?;
     let by = c.id.clone();
     state
         .rules
@@ -141,6 +137,15 @@ pub(super) async fn end_mode(
         .await
         .map_err(stopped)??;
     tracing::info!(contact = %c.id, household = %id, "mode ended");
+    authz::audit(
+        &state,
+        &caller,
+        "household.mode.end",
+        &format!("household:{id}"),
+        "allowed",
+        serde_json::json!({}),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -153,16 +158,12 @@ pub(super) struct VisitBody {
 
 pub(super) async fn visit(
     State(state): State<AppState>,
-    Caller(c): Caller,
+    caller: Caller,
     Path(id): Path<String>,
     Json(b): Json<VisitBody>,
 ) -> Result<StatusCode, ApiError> {
-    household_in_scope(&state, &c, &id).await?;
-    if matches!(c.scope, Scope::Household(_)) {
-        return Err(ApiError::Forbidden(
-            "visits are checked in by care staff".into(),
-        ));
-    }
+    let c = &caller.contact;
+    authz::household(&state, &caller, &id, Action::RecordVisit).await?;
     let start = match b.action.as_str() {
         "start" => true,
         "end" => false,
@@ -197,6 +198,20 @@ pub(super) async fn visit(
         })
         .await
         .map_err(stopped)??;
+    let action = if start {
+        "household.visit.start"
+    } else {
+        "household.visit.end"
+    };
+    authz::audit(
+        &state,
+        &caller,
+        action,
+        &format!("household:{id}"),
+        "allowed",
+        serde_json::json!({}),
+    )
+    .await;
     Ok(if start {
         StatusCode::CREATED
     } else {
@@ -212,11 +227,11 @@ pub(super) struct RangeQuery {
 
 pub(super) async fn list_visits(
     State(state): State<AppState>,
-    Caller(c): Caller,
+    caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<RangeQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    household_in_scope(&state, &c, &id).await?;
+    authz::household(&state, &caller, &id, Action::Read).await?;
     let now = state.alarms.clock.now();
     let to =
         q.to.as_deref()
@@ -246,15 +261,10 @@ pub(super) struct ComplianceQuery {
 
 pub(super) async fn compliance(
     State(state): State<AppState>,
-    Caller(c): Caller,
+    caller: Caller,
     Query(q): Query<ComplianceQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let scope = requested_scope(&state, &c, q.scope.as_deref()).await?;
-    if matches!(scope, Scope::Household(_)) {
-        return Err(ApiError::Forbidden(
-            "visit compliance is a staff report".into(),
-        ));
-    }
+    let scope = authz::scope(&state, &caller, q.scope.as_deref(), Action::Report).await?;
     let format = time::macros::format_description!("[year]-[month]-[day]");
     let date = time::Date::parse(&q.week, &format).map_err(|_| {
         ApiError::BadRequest("`week` must be a date YYYY-MM-DD (the Monday)".into())
@@ -311,22 +321,62 @@ pub(super) async fn compliance(
 /// file is refused with its line and column, and the rules in force stay.
 pub(super) async fn reload_rules(
     State(state): State<AppState>,
-    Caller(c): Caller,
+    caller: Caller,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    if c.scope != Scope::District {
-        return Err(ApiError::Forbidden(
-            "only district staff can reload the rules".into(),
-        ));
-    }
+    authz::district(&state, &caller, "rules").await?;
+    let c = &caller.contact;
     match state.rules.reload().await {
         Ok(n) => {
             tracing::info!(contact = %c.id, rules = n, "rules reloaded over REST");
+            authz::audit(
+                &state,
+                &caller,
+                "rules.reload",
+                "rules",
+                "allowed",
+                serde_json::json!({ "rules": n }),
+            )
+            .await;
             Ok(Json(serde_json::json!({ "reloaded": true, "rules": n })))
         }
         Err(e @ (ReloadError::Invalid { .. } | ReloadError::Read { .. })) => {
             metrics::counter!("anxin_rules_reload_failed_total").increment(1);
+            authz::audit(
+                &state,
+                &caller,
+                "rules.reload",
+                "rules",
+                "failed",
+                serde_json::json!({ "error": e.to_string() }),
+            )
+            .await;
             Err(ApiError::BadRequest(e.to_string()))
         }
-        Err(e) => Err(stopped(e)),
+        Err(e) => {
+            metrics::counter!("anxin_rules_reload_failed_total").increment(1);
+            Err(stopped(e))
+        }
     }
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct AuditQuery {
+    /// Entries after this sequence number (default 0: from the start).
+    after: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// `GET /api/audit?after=SEQ&limit=N` (district staff): the audit log, oldest first.
+pub(super) async fn audit_log(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authz::district(&state, &caller, "audit").await?;
+    let entries = state
+        .alarms
+        .store
+        .audit_since(q.after.unwrap_or(0), q.limit.unwrap_or(200))
+        .await?;
+    Ok(Json(serde_json::json!({ "entries": entries })))
 }

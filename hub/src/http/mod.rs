@@ -73,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/visits/compliance", get(care::compliance))
         .route("/api/admin/rules/reload", post(care::reload_rules))
+        .route("/api/audit", get(care::audit_log))
         .route("/api/ws", get(ws))
         .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
         .with_state(state)
@@ -123,12 +124,14 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// The caller, authenticated by token.
-pub struct Caller(pub Contact);
+pub use crate::authz::Caller;
+use crate::authz::{self, Action};
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
+    /// Authenticate by token (`Authorization: Bearer`, or `?token=` for websockets) and
+    /// note where the request came from, for the audit log.
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
@@ -145,38 +148,24 @@ impl FromRequestParts<AppState> for Caller {
                 .map(str::to_owned)
         });
         let token = header.or(query).ok_or(ApiError::Unauthorized)?;
+        let source = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|ci| ci.0.ip().to_string());
         match state.alarms.store.contact_by_token(&token).await? {
-            Some(c) => Ok(Caller(c)),
+            Some(contact) => Ok(Caller { contact, source }),
             None => Err(ApiError::Unauthorized),
         }
     }
 }
 
-/// Resolve the scope a request asks for (`?scope=village:v-1`), refusing anything
-/// outside the caller's own scope. Absent: the caller's whole scope.
+/// The scope a request asks for (`?scope=village:v-1`), within the caller's own.
 async fn requested_scope(
     state: &AppState,
-    caller: &Contact,
+    caller: &Caller,
     asked: Option<&str>,
 ) -> Result<Scope, ApiError> {
-    let Some(asked) = asked else {
-        return Ok(caller.scope.clone());
-    };
-    let scope = Scope::parse(asked).map_err(ApiError::BadRequest)?;
-    if state
-        .alarms
-        .store
-        .scope_within(&scope, &caller.scope)
-        .await?
-    {
-        Ok(scope)
-    } else {
-        tracing::info!(contact = %caller.id, asked = %scope, "scope refused");
-        Err(ApiError::Forbidden(format!(
-            "{scope} is outside your scope ({})",
-            caller.scope
-        )))
-    }
+    authz::scope(state, caller, asked, Action::Read).await
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
@@ -186,8 +175,8 @@ async fn metrics(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn me(Caller(c): Caller) -> Json<Contact> {
-    Json(c)
+async fn me(caller: Caller) -> Json<Contact> {
+    Json(caller.contact)
 }
 
 #[derive(Debug, Deserialize)]
@@ -201,10 +190,10 @@ struct ListQuery {
 
 async fn list_alarms(
     State(state): State<AppState>,
-    Caller(c): Caller,
+    caller: Caller,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let scope = requested_scope(&state, &c, q.scope.as_deref()).await?;
+    let scope = requested_scope(&state, &caller, q.scope.as_deref()).await?;
     let mut f = AlarmFilter {
         limit: q.limit,
         severity: q.severity,
@@ -228,26 +217,12 @@ async fn list_alarms(
     ))
 }
 
-async fn load_in_scope(
-    state: &AppState,
-    c: &Contact,
-    id: &str,
-) -> Result<crate::store::Alarm, ApiError> {
-    let alarm = state.alarms.store.alarm(id).await?;
-    if !c.scope.covers(&alarm) {
-        tracing::info!(contact = %c.id, alarm = %id, "alarm outside caller scope");
-        // Same answer as a missing alarm: do not confirm that it exists.
-        return Err(ApiError::NotFound(format!("alarm {id}")));
-    }
-    Ok(alarm)
-}
-
 async fn get_alarm(
     State(state): State<AppState>,
-    Caller(c): Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let alarm = load_in_scope(&state, &c, &id).await?;
+    let alarm = authz::alarm(&state, &caller, &id, Action::Read).await?;
     let timeline = state.alarms.store.timeline(&id).await?;
     Ok(Json(
         serde_json::json!({ "alarm": alarm, "timeline": timeline }),
@@ -261,19 +236,28 @@ struct AckBody {
 
 async fn acknowledge(
     State(state): State<AppState>,
-    Caller(c): Caller,
+    caller: Caller,
     Path(id): Path<String>,
     body: Option<Json<AckBody>>,
 ) -> Result<Json<AlarmUpdate>, ApiError> {
-    load_in_scope(&state, &c, &id).await?;
+    let c = &caller.contact;
+    authz::alarm(&state, &caller, &id, Action::ActOnAlarm).await?;
     let note = body.and_then(|Json(b)| b.note);
     check_note(note.as_deref())?;
-    Ok(Json(
-        state
-            .alarms
-            .acknowledge(&id, &c.id, "api", note.as_deref())
-            .await?,
-    ))
+    let update = state
+        .alarms
+        .acknowledge(&id, &c.id, "api", note.as_deref())
+        .await?;
+    authz::audit(
+        &state,
+        &caller,
+        "alarm.acknowledge",
+        &format!("alarm:{id}"),
+        "allowed",
+        serde_json::json!({}),
+    )
+    .await;
+    Ok(Json(update))
 }
 
 /// What happened, as recorded at resolution (feeds reports and KPIs).
@@ -294,11 +278,12 @@ struct ResolveBody {
 
 async fn resolve(
     State(state): State<AppState>,
-    Caller(c): Caller,
+    caller: Caller,
     Path(id): Path<String>,
     Json(b): Json<ResolveBody>,
 ) -> Result<Json<AlarmUpdate>, ApiError> {
-    load_in_scope(&state, &c, &id).await?;
+    let c = &caller.contact;
+    authz::alarm(&state, &caller, &id, Action::ActOnAlarm).await?;
     if !DISPOSITIONS.contains(&b.disposition.as_str()) {
         return Err(ApiError::BadRequest(format!(
             "disposition must be one of {}",
@@ -306,12 +291,20 @@ async fn resolve(
         )));
     }
     check_note(b.note.as_deref())?;
-    Ok(Json(
-        state
-            .alarms
-            .resolve(&id, &c.id, &b.disposition, b.note.as_deref())
-            .await?,
-    ))
+    let update = state
+        .alarms
+        .resolve(&id, &c.id, &b.disposition, b.note.as_deref())
+        .await?;
+    authz::audit(
+        &state,
+        &caller,
+        "alarm.resolve",
+        &format!("alarm:{id}"),
+        "allowed",
+        serde_json::json!({ "disposition": b.disposition }),
+    )
+    .await;
+    Ok(Json(update))
 }
 
 fn check_note(note: Option<&str>) -> Result<(), ApiError> {
@@ -333,10 +326,10 @@ struct UpdatesQuery {
 /// Every alarm step after `since_seq` in scope: how a client that was offline catches up.
 async fn updates(
     State(state): State<AppState>,
-    Caller(c): Caller,
+    caller: Caller,
     Query(q): Query<UpdatesQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let scope = requested_scope(&state, &c, q.scope.as_deref()).await?;
+    let scope = requested_scope(&state, &caller, q.scope.as_deref()).await?;
     let updates = state
         .alarms
         .store
@@ -354,11 +347,12 @@ struct WsQuery {
 
 async fn ws(
     State(state): State<AppState>,
-    Caller(c): Caller,
+    caller: Caller,
     Query(q): Query<WsQuery>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let scope = requested_scope(&state, &c, q.scope.as_deref()).await?;
+    let scope = requested_scope(&state, &caller, q.scope.as_deref()).await?;
+    let c = caller.contact;
     Ok(upgrade
         .max_message_size(4096)
         .on_upgrade(move |socket| websocket(socket, state, c, scope, q.since_seq)))
@@ -460,9 +454,10 @@ fn sim_control(state: &AppState, caller: &Contact) -> Result<Arc<SimControl>, Ap
 
 async fn sim_status(
     State(state): State<AppState>,
-    Caller(c): Caller,
+    caller: Caller,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let sim = sim_control(&state, &c)?;
+    let c = &caller.contact;
+    let sim = sim_control(&state, c)?;
     Ok(Json(
         serde_json::json!({ "now": sim.clock.now(), "processed": sim.processed.load(Ordering::Acquire) }),
     ))
@@ -480,10 +475,11 @@ struct SimClockBody {
 
 async fn sim_clock(
     State(state): State<AppState>,
-    Caller(c): Caller,
+    caller: Caller,
     Json(b): Json<SimClockBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let sim = sim_control(&state, &c)?;
+    let c = &caller.contact;
+    let sim = sim_control(&state, c)?;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
     while sim.processed.load(Ordering::Acquire) < b.after_observations {
         if tokio::time::Instant::now() > deadline {

@@ -1,0 +1,256 @@
+//! Authorization: the one place that decides who may see and do what.
+//!
+//! Every REST handler and websocket subscription asks here; none compares scopes itself.
+//! The rule is the scope tree: the district covers everything, a town its villages, a
+//! village its households, a family its own household. Reading something outside one's
+//! scope answers 404 (existence is not confirmed); *acting* on it answers 403 and is
+//! written to the audit log, because an attempt to acknowledge another village's alarm
+//! is exactly what supervisors must be able to see afterwards.
+
+use serde_json::json;
+
+use crate::http::{ApiError, AppState};
+use crate::store::{Alarm, Contact, Scope};
+
+/// What a caller wants to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// See an alarm, a household's mode or visits.
+    Read,
+    /// Acknowledge or resolve an alarm.
+    ActOnAlarm,
+    /// Set or end a household's away / hospital / holiday mode.
+    SetMode,
+    /// Check a carer visit in or out (care staff only).
+    RecordVisit,
+    /// Staff reports (visit compliance).
+    Report,
+    /// Reload the rules (district only).
+    Administer,
+}
+
+impl Action {
+    fn name(self) -> &'static str {
+        match self {
+            Action::Read => "read",
+            Action::ActOnAlarm => "alarm.act",
+            Action::SetMode => "household.mode",
+            Action::RecordVisit => "household.visit",
+            Action::Report => "report",
+            Action::Administer => "admin",
+        }
+    }
+
+    /// Families may read and act on their own household's alarms and set its mode;
+    /// visits, reports and administration are for staff.
+    fn family_may(self) -> bool {
+        matches!(self, Action::Read | Action::ActOnAlarm | Action::SetMode)
+    }
+}
+
+/// The authenticated caller and where the request came from (for the audit log).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub contact: Contact,
+    pub source: Option<String>,
+}
+
+/// Deny, log and audit. `hide` answers 404 instead of 403 (reads outside one's scope).
+async fn deny(
+    state: &AppState,
+    c: &Caller,
+    action: Action,
+    target: &str,
+    hide: bool,
+    why: &str,
+) -> ApiError {
+    tracing::info!(contact = %c.contact.id, action = action.name(), target, "request outside caller scope refused");
+    metrics::counter!("anxin_authz_denied_total", "action" => action.name()).increment(1);
+    if !hide {
+        audit(
+            state,
+            c,
+            action.name(),
+            target,
+            "denied",
+            json!({ "reason": why }),
+        )
+        .await;
+    }
+    if hide {
+        ApiError::NotFound(target.replace(':', " "))
+    } else {
+        ApiError::Forbidden(why.to_owned())
+    }
+}
+
+/// Append to the audit log; a failure to write it is logged, never hides the action.
+pub async fn audit(
+    state: &AppState,
+    c: &Caller,
+    action: &str,
+    target: &str,
+    outcome: &str,
+    detail: serde_json::Value,
+) {
+    let store = &state.alarms.store;
+    let now = state.alarms.now();
+    if let Err(e) = store
+        .audit(
+            now,
+            &c.contact.id,
+            action,
+            target,
+            outcome,
+            c.source.as_deref(),
+            &detail,
+        )
+        .await
+    {
+        tracing::error!(error = %e, action, "writing the audit log failed");
+    }
+}
+
+fn role_allows(c: &Caller, action: Action) -> Result<(), &'static str> {
+    match (&c.contact.scope, action) {
+        (Scope::Household(_), a) if !a.family_may() => Err(match a {
+            Action::RecordVisit => "visits are checked in by care staff",
+            Action::Report => "this report is for staff",
+            _ => "only district staff can do this",
+        }),
+        (scope, Action::Administer) if *scope != Scope::District => {
+            Err("only district staff can do this")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// May the caller do `action` on this alarm? Loads it; outside the scope: 404 for
+/// reads, 403 (audited) for acting.
+pub async fn alarm(
+    state: &AppState,
+    c: &Caller,
+    id: &str,
+    action: Action,
+) -> Result<Alarm, ApiError> {
+    let target = format!("alarm:{id}");
+    if let Err(why) = role_allows(c, action) {
+        return Err(deny(state, c, action, &target, false, why).await);
+    }
+    let alarm = match state.alarms.store.alarm(id).await {
+        Ok(a) => a,
+        Err(crate::store::StoreError::NotFound(_)) => {
+            return Err(ApiError::NotFound(format!("alarm {id}")))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if c.contact.scope.covers(&alarm) {
+        return Ok(alarm);
+    }
+    let hide = action == Action::Read;
+    Err(deny(
+        state,
+        c,
+        action,
+        &target,
+        hide,
+        &format!("alarm {id} is outside your scope ({})", c.contact.scope),
+    )
+    .await)
+}
+
+/// May the caller do `action` for this household? Outside the scope (or unknown): 404.
+pub async fn household(
+    state: &AppState,
+    c: &Caller,
+    id: &str,
+    action: Action,
+) -> Result<(), ApiError> {
+    let target = format!("household:{id}");
+    let inside = state
+        .alarms
+        .store
+        .scope_within(&Scope::Household(id.to_owned()), &c.contact.scope)
+        .await?;
+    if !inside {
+        return Err(deny(state, c, action, &target, true, "outside your scope").await);
+    }
+    if let Err(why) = role_allows(c, action) {
+        return Err(deny(state, c, action, &target, false, why).await);
+    }
+    Ok(())
+}
+
+/// The scope a request asks for (`?scope=village:v-1`), or the caller's own; a scope
+/// outside the caller's is refused (403: naming a scope is not a secret).
+pub async fn scope(
+    state: &AppState,
+    c: &Caller,
+    asked: Option<&str>,
+    action: Action,
+) -> Result<Scope, ApiError> {
+    if let Err(why) = role_allows(c, action) {
+        return Err(deny(state, c, action, "scope", false, why).await);
+    }
+    let Some(asked) = asked else {
+        return Ok(c.contact.scope.clone());
+    };
+    let scope = Scope::parse(asked).map_err(ApiError::BadRequest)?;
+    if state
+        .alarms
+        .store
+        .scope_within(&scope, &c.contact.scope)
+        .await?
+    {
+        Ok(scope)
+    } else {
+        let why = format!("{scope} is outside your scope ({})", c.contact.scope);
+        Err(deny(state, c, action, &format!("scope:{scope}"), false, &why).await)
+    }
+}
+
+/// A district-wide operation (reloading rules, reading the audit log).
+pub async fn district(state: &AppState, c: &Caller, what: &str) -> Result<(), ApiError> {
+    match role_allows(c, Action::Administer) {
+        Ok(()) => Ok(()),
+        Err(why) => Err(deny(state, c, Action::Administer, what, false, why).await),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(scope: Scope) -> Caller {
+        Caller {
+            contact: Contact {
+                id: "c".into(),
+                role: "x".into(),
+                scope,
+                priority: 0,
+            },
+            source: None,
+        }
+    }
+
+    #[test]
+    fn roles_and_actions() {
+        let family = caller(Scope::Household("h".into()));
+        let village = caller(Scope::Village("v".into()));
+        let district = caller(Scope::District);
+        for (c, a, ok) in [
+            (&family, Action::Read, true),
+            (&family, Action::ActOnAlarm, true),
+            (&family, Action::SetMode, true),
+            (&family, Action::RecordVisit, false),
+            (&family, Action::Report, false),
+            (&family, Action::Administer, false),
+            (&village, Action::RecordVisit, true),
+            (&village, Action::Report, true),
+            (&village, Action::Administer, false),
+            (&district, Action::Administer, true),
+        ] {
+            assert_eq!(role_allows(c, a).is_ok(), ok, "{:?} {a:?}", c.contact.scope);
+        }
+    }
+}
