@@ -357,7 +357,8 @@ mod tests {
         };
         // Every demo device shares the demo secret (one stored hash): 9 concurrent
         // connects must not run 9 argon2 verifications (9 × 19 MiB at once).
-        let ids: Vec<&str> = crate::demo::DEVICES.iter().map(|d| d.id).collect();
+        let demo = crate::demo::batch().expect("demo district");
+        let ids: Vec<&str> = demo.devices.iter().map(|d| d.id.as_str()).collect();
         let checks = ids.iter().map(|id| {
             auth.check(
                 id.to_string(),

@@ -406,20 +406,42 @@ async fn import(
         };
         hashes.push(hash);
     }
-    store.import(&batch, &hashes, now).await?;
+    // Contacts without a token get one, shown once (only its hash is stored).
+    let mut new_tokens = Vec::new();
+    let tokens: Vec<String> = batch
+        .contacts
+        .iter()
+        .map(|c| match c.token.as_deref().filter(|t| !t.is_empty()) {
+            Some(t) => t.to_owned(),
+            None => {
+                let t = secrets::random_token();
+                new_tokens.push((c.id.clone(), t.clone()));
+                t
+            }
+        })
+        .collect();
+    store.import(&batch, &hashes, &tokens, now).await?;
     eprintln!(
-        "imported {} towns, {} villages, {} households, {} elders, {} devices",
+        "imported {} towns, {} villages, {} households, {} elders, {} devices, {} contacts",
         batch.towns.len(),
         batch.villages.len(),
         batch.households.len(),
         batch.elders.len(),
-        batch.devices.len()
+        batch.devices.len(),
+        batch.contacts.len()
     );
     if !generated.is_empty() {
         eprintln!("generated device secrets (shown once; store them in the devices):");
         println!("device_id,secret");
         for (id, s) in generated {
             println!("{id},{s}");
+        }
+    }
+    if !new_tokens.is_empty() {
+        eprintln!("generated API tokens (shown once; hand each to its person):");
+        println!("contact_id,token");
+        for (id, t) in new_tokens {
+            println!("{id},{t}");
         }
     }
     Ok(())

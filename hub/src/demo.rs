@@ -3,132 +3,97 @@
 
 use alert_rules::Millis;
 
+use crate::import::Batch;
 use crate::secrets;
-use crate::store::{Scope, Store};
+use crate::store::Store;
 
 /// Every demo device uses this secret.
 pub const DEMO_DEVICE_SECRET: &str = "demo-secret";
 
-pub struct DemoDevice {
-    pub id: &'static str,
-    pub household: &'static str,
-    pub kind: &'static str,
+/// The demo district as CSV files (`demo/district/` in the repository), built into the
+/// binary so `hub --demo` needs nothing on disk. The same files can be imported into any
+/// database with `hub admin import --dir demo/district`.
+const FILES: [(&str, &str); 6] = [
+    ("towns.csv", include_str!("../../demo/district/towns.csv")),
+    (
+        "villages.csv",
+        include_str!("../../demo/district/villages.csv"),
+    ),
+    (
+        "households.csv",
+        include_str!("../../demo/district/households.csv"),
+    ),
+    ("elders.csv", include_str!("../../demo/district/elders.csv")),
+    (
+        "devices.csv",
+        include_str!("../../demo/district/devices.csv"),
+    ),
+    (
+        "contacts.csv",
+        include_str!("../../demo/district/contacts.csv"),
+    ),
+];
+
+/// The demo district, validated by the same code as any import.
+pub fn batch() -> anyhow::Result<Batch> {
+    let files = |name: &str| {
+        FILES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, text)| Ok(text.as_bytes().to_vec()))
+    };
+    Ok(crate::import::load_from(&files, &|_, _| false)?)
 }
-
-pub const DEVICES: &[DemoDevice] = &[
-    DemoDevice {
-        id: "demo-pendant-1",
-        household: "h-1",
-        kind: "sos",
-    },
-    DemoDevice {
-        id: "demo-fall-1",
-        household: "h-1",
-        kind: "fall",
-    },
-    DemoDevice {
-        id: "demo-pir-1",
-        household: "h-1",
-        kind: "motion",
-    },
-    DemoDevice {
-        id: "demo-door-1",
-        household: "h-1",
-        kind: "door",
-    },
-    DemoDevice {
-        id: "demo-smoke-1",
-        household: "h-1",
-        kind: "smoke",
-    },
-    DemoDevice {
-        id: "demo-water-1",
-        household: "h-1",
-        kind: "water_meter",
-    },
-    DemoDevice {
-        id: "demo-pendant-2",
-        household: "h-2",
-        kind: "sos",
-    },
-    DemoDevice {
-        id: "demo-pir-2",
-        household: "h-2",
-        kind: "motion",
-    },
-    DemoDevice {
-        id: "demo-pendant-3",
-        household: "h-3",
-        kind: "sos",
-    },
-];
-
-/// (contact id, role, scope, token)
-pub const CONTACTS: &[(&str, &str, &str, &str)] = &[
-    ("c-family-1", "family", "household:h-1", "demo-family-1"),
-    ("c-village-1", "village", "village:v-1", "demo-village-1"),
-    ("c-village-2", "village", "village:v-2", "demo-village-2"),
-    ("c-village-3", "village", "village:v-3", "demo-village-3"),
-    ("c-town-1", "town", "town:t-1", "demo-town-1"),
-    ("c-town-2", "town", "town:t-2", "demo-town-2"),
-    ("c-district", "district", "district", "demo-district"),
-];
 
 /// Insert (or refresh) the demo district. Idempotent.
 pub async fn seed(store: &Store, now: Millis) -> anyhow::Result<()> {
-    store.upsert_town("t-1", "Demo Town East").await?;
-    store.upsert_town("t-2", "Demo Town West").await?;
-    store.upsert_village("v-1", "t-1", "Demo Village 1").await?;
-    store.upsert_village("v-2", "t-1", "Demo Village 2").await?;
-    store.upsert_village("v-3", "t-2", "Demo Village 3").await?;
-    store.upsert_household("h-1", "v-1", "1 Demo Lane").await?;
-    store.upsert_household("h-2", "v-2", "2 Demo Lane").await?;
-    store.upsert_household("h-3", "v-3", "3 Demo Lane").await?;
-    store
-        .upsert_elder("e-1", "h-1", "Demo Elder 1", None)
-        .await?;
-    store
-        .upsert_elder("e-2", "h-2", "Demo Elder 2", None)
-        .await?;
-    store
-        .upsert_elder("e-3", "h-3", "Demo Elder 3", None)
-        .await?;
+    let batch = batch()?;
+    // Every demo device has the same secret: hash it once (argon2 is slow on purpose).
     let hash = tokio::task::spawn_blocking(|| secrets::hash_secret(DEMO_DEVICE_SECRET)).await??;
-    for d in DEVICES {
-        store
-            .upsert_device(d.id, d.household, d.kind, "demo", &hash, now)
-            .await?;
-    }
-    for (i, (id, role, scope, token)) in CONTACTS.iter().enumerate() {
-        let scope = Scope::parse(scope).map_err(anyhow::Error::msg)?;
-        store
-            .upsert_contact(
-                id,
-                &format!("Demo contact {}", i + 1),
-                None,
-                role,
-                &scope,
-                0,
-                token,
-                now,
-            )
-            .await?;
-    }
+    anyhow::ensure!(
+        batch
+            .devices
+            .iter()
+            .all(|d| d.secret.as_deref() == Some(DEMO_DEVICE_SECRET)),
+        "every demo device must use the demo secret"
+    );
+    let hashes = vec![hash; batch.devices.len()];
+    let tokens: Vec<String> = batch
+        .contacts
+        .iter()
+        .map(|c| c.token.clone().unwrap_or_default())
+        .collect();
+    anyhow::ensure!(
+        tokens.iter().all(|t| !t.is_empty()),
+        "every demo contact needs a token"
+    );
+    store.import(&batch, &hashes, &tokens, now).await?;
     Ok(())
 }
 
 pub fn banner(http: std::net::SocketAddr, mqtt: std::net::SocketAddr) -> String {
+    let batch = batch().unwrap_or_default();
     let mut s = String::new();
     s.push_str(
         "\n=== Anxin DEMO district (public demo credentials: never use in production) ===\n",
     );
     s.push_str(&format!(
         "MQTT {mqtt}: devices {} — secret `{DEMO_DEVICE_SECRET}`\n",
-        DEVICES.iter().map(|d| d.id).collect::<Vec<_>>().join(", ")
+        batch
+            .devices
+            .iter()
+            .map(|d| d.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
     s.push_str(&format!("HTTP {http}: API tokens\n"));
-    for (id, _, scope, token) in CONTACTS {
-        s.push_str(&format!("  {token:<16} {id:<12} {scope}\n"));
+    for c in &batch.contacts {
+        s.push_str(&format!(
+            "  {:<16} {:<12} {}\n",
+            c.token.as_deref().unwrap_or_default(),
+            c.id,
+            c.scope
+        ));
     }
     s.push_str(&format!(
         "Try: cargo run -p device-sim -- send --port {} --device demo-pendant-1 --secret {DEMO_DEVICE_SECRET} sos\n",

@@ -1,7 +1,7 @@
 //! Importing the district from CSV files (the bureau keeps a spreadsheet, not an API).
 //!
-//! A directory holds `towns.csv`, `villages.csv`, `households.csv`, `elders.csv` and
-//! `devices.csv` (any may be absent). Every row is validated — ids, required fields,
+//! A directory holds `towns.csv`, `villages.csv`, `households.csv`, `elders.csv`,
+//! `devices.csv` and `contacts.csv` (any may be absent). Every row is validated — ids, required fields,
 //! references to rows in the same import or already in the database — and every problem
 //! is reported as `file:line: reason`. Nothing is written unless every row is valid, and
 //! then everything is written in one transaction.
@@ -54,6 +54,25 @@ pub struct DeviceRow {
     pub secret: Option<String>,
 }
 
+/// A person who is notified and may act: family (scope `household:<id>`) or staff
+/// (`village:<id>`, `town:<id>`, `district`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ContactRow {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub phone: Option<String>,
+    /// family | village | town | district
+    pub role: String,
+    /// household:<id> | village:<id> | town:<id> | district
+    pub scope: String,
+    #[serde(default)]
+    pub priority: Option<i64>,
+    /// Optional API token: without it one is generated and reported once.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
 /// A validated import, ready to be written.
 #[derive(Debug, Default, Clone)]
 pub struct Batch {
@@ -62,6 +81,7 @@ pub struct Batch {
     pub households: Vec<HouseholdRow>,
     pub elders: Vec<ElderRow>,
     pub devices: Vec<DeviceRow>,
+    pub contacts: Vec<ContactRow>,
 }
 
 /// Every problem found, one per line, `file:line: reason`.
@@ -88,25 +108,26 @@ fn strip<T>(rows: Vec<(u64, T)>) -> Vec<T> {
     rows.into_iter().map(|(_, r)| r).collect()
 }
 
+/// Where the files come from: a directory, or (the demo) text built into the binary.
+/// `None`: the file is absent.
+pub type Files<'a> = dyn Fn(&str) -> Option<std::io::Result<Vec<u8>>> + 'a;
+
 fn read<T: for<'de> Deserialize<'de>>(
-    dir: &Path,
+    files: &Files<'_>,
     file: &str,
     errors: &mut Vec<String>,
 ) -> Vec<(u64, T)> {
-    let path = dir.join(file);
-    if !path.exists() {
-        return Vec::new();
-    }
-    let mut rdr = match csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_path(&path)
-    {
-        Ok(r) => r,
-        Err(e) => {
+    let bytes = match files(file) {
+        None => return Vec::new(),
+        Some(Ok(b)) => b,
+        Some(Err(e)) => {
             errors.push(format!("{file}: {e}"));
             return Vec::new();
         }
     };
+    let mut rdr = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(bytes.as_slice());
     let mut rows = Vec::new();
     for (i, rec) in rdr.deserialize::<T>().enumerate() {
         // Line numbers as a spreadsheet shows them: the header is line 1.
@@ -130,12 +151,25 @@ fn read<T: for<'de> Deserialize<'de>>(
 /// Read and validate a directory. `known` answers "does this id already exist in the
 /// database?" for references that are not in the files themselves.
 pub fn load(dir: &Path, known: &dyn Fn(&str, &str) -> bool) -> Result<Batch, ImportErrors> {
+    let files = |name: &str| {
+        let path = dir.join(name);
+        path.exists().then(|| std::fs::read(&path))
+    };
+    load_from(&files, known)
+}
+
+/// The same, from any source of files (the demo district is built in).
+pub fn load_from(
+    files: &Files<'_>,
+    known: &dyn Fn(&str, &str) -> bool,
+) -> Result<Batch, ImportErrors> {
     let mut errors = Vec::new();
-    let towns = read::<TownRow>(dir, "towns.csv", &mut errors);
-    let villages = read::<VillageRow>(dir, "villages.csv", &mut errors);
-    let households = read::<HouseholdRow>(dir, "households.csv", &mut errors);
-    let elders = read::<ElderRow>(dir, "elders.csv", &mut errors);
-    let devices = read::<DeviceRow>(dir, "devices.csv", &mut errors);
+    let towns = read::<TownRow>(files, "towns.csv", &mut errors);
+    let villages = read::<VillageRow>(files, "villages.csv", &mut errors);
+    let households = read::<HouseholdRow>(files, "households.csv", &mut errors);
+    let elders = read::<ElderRow>(files, "elders.csv", &mut errors);
+    let devices = read::<DeviceRow>(files, "devices.csv", &mut errors);
+    let contacts = read::<ContactRow>(files, "contacts.csv", &mut errors);
 
     let mut check_ids = |file: &str, ids: Vec<(u64, &str)>| -> HashSet<String> {
         let mut seen = HashSet::new();
@@ -170,6 +204,10 @@ pub fn load(dir: &Path, known: &dyn Fn(&str, &str) -> bool) -> Result<Batch, Imp
     check_ids(
         "devices.csv",
         devices.iter().map(|(l, r)| (*l, r.id.as_str())).collect(),
+    );
+    check_ids(
+        "contacts.csv",
+        contacts.iter().map(|(l, r)| (*l, r.id.as_str())).collect(),
     );
 
     let mut refers = |file: &str, line: u64, table: &str, id: &str, here: &HashSet<String>| {
@@ -224,15 +262,76 @@ pub fn load(dir: &Path, known: &dyn Fn(&str, &str) -> bool) -> Result<Batch, Imp
             ));
         }
     }
+    let bad_phone = |p: &str| {
+        let digits = p.strip_prefix('+').unwrap_or(p);
+        digits.len() < 5 || digits.len() > 15 || !digits.chars().all(|c| c.is_ascii_digit())
+    };
     for (line, r) in &elders {
-        if let Some(p) = r.phone.as_deref().filter(|p| !p.is_empty()) {
-            let digits = p.strip_prefix('+').unwrap_or(p);
-            if digits.len() < 5 || digits.len() > 15 || !digits.chars().all(|c| c.is_ascii_digit())
-            {
-                errors.push(format!(
-                    "elders.csv:{line}: phone must be 5-15 digits with an optional leading +"
-                ));
+        if r.phone
+            .as_deref()
+            .is_some_and(|p| !p.is_empty() && bad_phone(p))
+        {
+            errors.push(format!(
+                "elders.csv:{line}: phone must be 5-15 digits with an optional leading +"
+            ));
+        }
+    }
+    for (line, r) in &contacts {
+        if r.name.is_empty() {
+            errors.push(format!("contacts.csv:{line}: name is empty"));
+        }
+        if r.phone
+            .as_deref()
+            .is_some_and(|p| !p.is_empty() && bad_phone(p))
+        {
+            errors.push(format!(
+                "contacts.csv:{line}: phone must be 5-15 digits with an optional leading +"
+            ));
+        }
+        if r.token
+            .as_deref()
+            .is_some_and(|t| !t.is_empty() && t.len() < 8)
+        {
+            errors.push(format!(
+                "contacts.csv:{line}: token must be at least 8 characters (leave it empty to generate one)"
+            ));
+        }
+        let scope = match crate::store::Scope::parse(&r.scope) {
+            Ok(s) => s,
+            Err(e) => {
+                errors.push(format!("contacts.csv:{line}: {e}"));
+                continue;
             }
+        };
+        let (kind, _) = scope.parts();
+        let want = match r.role.as_str() {
+            "family" => "household",
+            "village" | "town" | "district" => r.role.as_str(),
+            other => {
+                errors.push(format!(
+                    "contacts.csv:{line}: role {other:?} is not one of family, village, town, district"
+                ));
+                continue;
+            }
+        };
+        if kind != want {
+            errors.push(format!(
+                "contacts.csv:{line}: a {} contact needs a {want} scope, not {:?}",
+                r.role, r.scope
+            ));
+            continue;
+        }
+        let (table, id, here) = match &scope {
+            crate::store::Scope::Household(h) => ("households", h, &household_ids),
+            crate::store::Scope::Village(v) => ("villages", v, &village_ids),
+            crate::store::Scope::Town(t) => ("towns", t, &town_ids),
+            crate::store::Scope::District => continue,
+        };
+        if !here.contains(id.as_str()) && !known(table, id) {
+            errors.push(format!(
+                "contacts.csv:{line}: unknown {} {id:?} in scope",
+                table.trim_end_matches('s')
+            ));
         }
     }
     if !errors.is_empty() {
@@ -244,6 +343,7 @@ pub fn load(dir: &Path, known: &dyn Fn(&str, &str) -> bool) -> Result<Batch, Imp
         households: strip(households),
         elders: strip(elders),
         devices: strip(devices),
+        contacts: strip(contacts),
     })
 }
 
@@ -314,6 +414,78 @@ mod tests {
         ] {
             assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
         }
+    }
+
+    #[test]
+    fn contacts_are_validated_row_by_row() {
+        let d = dir(&[
+            (
+                "villages.csv",
+                "id,town_id,name
+v-1,t-db,One
+",
+            ),
+            (
+                "contacts.csv",
+                "id,name,phone,role,scope,priority,token
+\
+                 c-1,Li,+8613800000000,village,village:v-1,1,
+\
+                 c-2,Wang,12ab,village,village:v-1,0,
+\
+                 c-3,Zhao,,family,village:v-1,0,
+\
+                 c-4,Sun,,town,town:t-9,0,
+\
+                 c-5,Qian,,boss,district,0,
+\
+                 c-1,Li again,,district,district,0,short
+\
+                 c-7,Zhou,,village,village,0,
+",
+            ),
+        ]);
+        let err = load(d.path(), &|table, id| table == "towns" && id == "t-db")
+            .expect_err("invalid")
+            .0
+            .join("\n");
+        for needle in [
+            "contacts.csv:3: phone",
+            "contacts.csv:4: a family contact needs a household scope",
+            "contacts.csv:5: unknown town \"t-9\" in scope",
+            "contacts.csv:6: role \"boss\"",
+            "contacts.csv:7: duplicate id \"c-1\"",
+            "contacts.csv:7: token must be at least 8 characters",
+            "contacts.csv:8: scope must be",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+        }
+        assert!(!err.contains("contacts.csv:2:"), "row 2 is valid:\n{err}");
+    }
+
+    #[test]
+    fn the_demo_district_in_the_repository_is_a_valid_import() {
+        let d = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/district");
+        let b = load(&d, &|_, _| false).expect("demo/district imports");
+        assert_eq!(
+            (
+                b.towns.len(),
+                b.villages.len(),
+                b.households.len(),
+                b.devices.len(),
+                b.contacts.len()
+            ),
+            (2, 3, 3, 9, 7)
+        );
+        assert_eq!(
+            b.contacts.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+            crate::demo::batch()
+                .expect("built-in demo")
+                .contacts
+                .iter()
+                .map(|c| c.id.as_str())
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]

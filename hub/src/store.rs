@@ -56,7 +56,7 @@ impl Scope {
         }
     }
 
-    fn parts(&self) -> (&'static str, &str) {
+    pub(crate) fn parts(&self) -> (&'static str, &str) {
         match self {
             Scope::District => ("district", "district"),
             Scope::Town(id) => ("town", id),
@@ -274,6 +274,7 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+const UPSERT_CONTACT: &str = "INSERT INTO contacts (id, name, phone, role, scope_kind, scope_id, priority, token_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO UPDATE SET name = excluded.name, phone = excluded.phone, role = excluded.role, scope_kind = excluded.scope_kind, scope_id = excluded.scope_id, priority = excluded.priority, token_hash = excluded.token_hash";
 const UPSERT_TOWN: &str = "INSERT INTO towns (id, name) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET name = excluded.name";
 const UPSERT_VILLAGE: &str = "INSERT INTO villages (id, town_id, name) VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET town_id = excluded.town_id, name = excluded.name";
 const UPSERT_HOUSEHOLD: &str = "INSERT INTO households (id, village_id, address) VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET village_id = excluded.village_id, address = excluded.address";
@@ -405,10 +406,13 @@ impl Store {
 
     /// Write a validated import in one transaction. `secret_hashes[i]` is the argon2
     /// hash for `batch.devices[i]`.
+    /// Write a validated import in one transaction. `secret_hashes` follow
+    /// `batch.devices`, `contact_tokens` follow `batch.contacts` (stored as SHA-256).
     pub async fn import(
         &self,
         batch: &crate::import::Batch,
         secret_hashes: &[String],
+        contact_tokens: &[String],
         now: Millis,
     ) -> Result<()> {
         let mut tx = self.begin_write().await?;
@@ -457,6 +461,22 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        for (c, token) in batch.contacts.iter().zip(contact_tokens) {
+            let scope = Scope::parse(&c.scope).map_err(StoreError::Invalid)?;
+            let (kind, scope_id) = scope.parts();
+            sqlx::query(UPSERT_CONTACT)
+                .bind(&c.id)
+                .bind(&c.name)
+                .bind(c.phone.as_deref().filter(|p| !p.is_empty()))
+                .bind(&c.role)
+                .bind(kind)
+                .bind(scope_id)
+                .bind(c.priority.unwrap_or(0))
+                .bind(token_hash(token))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -475,7 +495,7 @@ impl Store {
         now: Millis,
     ) -> Result<()> {
         let (kind, scope_id) = scope.parts();
-        sqlx::query("INSERT INTO contacts (id, name, phone, role, scope_kind, scope_id, priority, token_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO UPDATE SET name = excluded.name, phone = excluded.phone, role = excluded.role, scope_kind = excluded.scope_kind, scope_id = excluded.scope_id, priority = excluded.priority, token_hash = excluded.token_hash")
+        sqlx::query(UPSERT_CONTACT)
             .bind(id)
             .bind(name)
             .bind(phone)
