@@ -130,11 +130,13 @@ impl App {
                 processed: processed.clone(),
             })
         });
+        let kicks = crate::broker::Kicks::default();
         let router = crate::http::router(AppState {
             alarms: alarms.clone(),
             metrics,
             sim,
             rules: rules_handle,
+            kicks: kicks.clone(),
         });
         let http_stop = servers.clone();
         tracker.spawn(async move {
@@ -150,8 +152,14 @@ impl App {
             }
         });
 
-        let broker =
-            crate::broker::start(&settings.mqtt, store.clone(), servers.clone(), &tracker).await?;
+        let broker = crate::broker::start(
+            &settings.mqtt,
+            store.clone(),
+            kicks,
+            servers.clone(),
+            &tracker,
+        )
+        .await?;
         let conn = BrokerConnection {
             host: if broker.addr.ip().is_unspecified() {
                 "127.0.0.1".into()

@@ -54,10 +54,14 @@ pub struct EmbeddedBroker {
     pub hub: HubCredentials,
 }
 
+// (Kicks are created by the caller and passed to `start`, so that the REST endpoints
+// that rotate and revoke can hold them before the broker exists.)
+
 /// Start the router and the device listener. Returns once the listener is bound.
 pub async fn start(
     settings: &MqttSettings,
     store: Store,
+    kicks: Kicks,
     shutdown: CancellationToken,
     tracker: &tokio_util::task::TaskTracker,
 ) -> anyhow::Result<EmbeddedBroker> {
@@ -119,7 +123,7 @@ pub async fn start(
         next_connection_delay_ms: 0,
         connections,
     };
-    let protocol = AclV4::new(hub.client_id.clone());
+    let protocol = AclV4::new(hub.client_id.clone(), kicks);
     let mut server = Server::new(server_settings, router_tx, protocol);
     // Tracked, so a shutdown returns only once the listening socket is closed (a hub
     // restarted on the same port must not race its predecessor).
@@ -241,6 +245,30 @@ impl DeviceAuthenticator {
     }
 }
 
+/// Devices whose connections must end: their secret was rotated or they were revoked.
+/// A connection established before the kick is closed at its next packet (every device
+/// sends at least a keep-alive ping within its keep-alive interval); a connection made
+/// after it (with the new secret) is unaffected. Cheap to clone; shared by every
+/// connection's codec and by the REST endpoints that rotate and revoke.
+#[derive(Debug, Clone, Default)]
+pub struct Kicks(Arc<std::sync::RwLock<std::collections::HashMap<String, std::time::Instant>>>);
+
+impl Kicks {
+    /// End every connection of `device` made before now.
+    pub fn kick(&self, device: &str) {
+        if let Ok(mut m) = self.0.write() {
+            m.insert(device.to_owned(), std::time::Instant::now());
+        }
+    }
+
+    fn kicked_since(&self, device: &str, connected_at: std::time::Instant) -> bool {
+        self.0
+            .read()
+            .map(|m| m.get(device).is_some_and(|t| *t >= connected_at))
+            .unwrap_or(false)
+    }
+}
+
 /// rumqttd's v4 codec with a per-connection topic ACL (see the module docs).
 #[derive(Debug, Clone)]
 pub struct AclV4 {
@@ -249,14 +277,19 @@ pub struct AclV4 {
     hub_client_id: Arc<str>,
     /// Set at CONNECT; every later packet on this connection is checked against it.
     client_id: Option<String>,
+    /// When this connection sent CONNECT (kicks older than that do not apply).
+    connected_at: Option<std::time::Instant>,
+    kicks: Kicks,
 }
 
 impl AclV4 {
-    pub fn new(hub_client_id: String) -> Self {
+    pub fn new(hub_client_id: String, kicks: Kicks) -> Self {
         Self {
             inner: V4,
             hub_client_id: hub_client_id.into(),
             client_id: None,
+            connected_at: None,
+            kicks,
         }
     }
 
@@ -278,9 +311,17 @@ impl Protocol for AclV4 {
         max_size: usize,
     ) -> Result<Packet, ProtocolError> {
         let mut packet = self.inner.read_mut(stream, max_size)?;
+        if let (Some(id), Some(at)) = (&self.client_id, self.connected_at) {
+            if self.kicks.kicked_since(id, at) {
+                metrics::counter!("anxin_mqtt_connections_kicked_total").increment(1);
+                tracing::info!(device = %id, "connection closed: device secret rotated or device revoked");
+                return Err(ProtocolError::InvalidProtocol);
+            }
+        }
         match &mut packet {
             Packet::Connect(connect, _, will, _, _) => {
                 self.client_id = Some(connect.client_id.clone());
+                self.connected_at = Some(std::time::Instant::now());
                 if let Some(will) = will {
                     if !self.is_hub()
                         && will.topic != contract::status_topic(&connect.client_id).as_bytes()

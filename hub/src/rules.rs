@@ -100,6 +100,12 @@ pub enum Command {
         by: String,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// Stop watching a device (revoked): no offline alarm will follow.
+    ForgetDevice {
+        household: String,
+        device: String,
+        reply: oneshot::Sender<()>,
+    },
     /// Swap in new rules, keeping all rule state.
     Reload {
         rules: Box<RuleSet>,
@@ -354,6 +360,15 @@ impl RulesStage {
                     self.apply_all(&decisions).await;
                 }
                 let _ = reply.send(r);
+            }
+            Command::ForgetDevice {
+                household,
+                device,
+                reply,
+            } => {
+                let decisions = self.engine.forget_device(&household, &device);
+                self.apply_all(&decisions).await;
+                let _ = reply.send(());
             }
             Command::Reload { rules, reply } => {
                 let decisions = self.engine.set_rules(*rules);

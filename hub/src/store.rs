@@ -613,6 +613,40 @@ impl Store {
         )
     }
 
+    // ----- device credentials ---------------------------------------------------------
+
+    /// The household of an active (not revoked) device.
+    pub async fn device_household(&self, id: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT household_id FROM devices WHERE id = $1 AND revoked_at IS NULL",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Replace an active device's secret hash. False if no such active device.
+    pub async fn set_device_secret(&self, id: &str, secret_hash: &str) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE devices SET secret_hash = $2 WHERE id = $1 AND revoked_at IS NULL")
+                .bind(id)
+                .bind(secret_hash)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Revoke a device: it can no longer connect. False if no such active device.
+    pub async fn revoke_device(&self, id: &str, now: Millis) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE devices SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                .bind(id)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     // ----- audit ------------------------------------------------------------------------
 
     /// Append one entry to the audit log (ids only).

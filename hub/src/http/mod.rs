@@ -6,6 +6,7 @@
 //! own scope only. Full accounts and roles arrive with issue 5.
 
 mod care;
+mod devices;
 
 use std::sync::Arc;
 
@@ -34,6 +35,8 @@ pub struct AppState {
     pub sim: Option<Arc<SimControl>>,
     /// Commands to the rules stage: modes, visits, reload.
     pub rules: crate::rules::RulesHandle,
+    /// Ends MQTT connections of devices whose secret was rotated or that were revoked.
+    pub kicks: crate::broker::Kicks,
 }
 
 /// What the simulator needs to drive a hub on simulated time.
@@ -74,6 +77,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/visits/compliance", get(care::compliance))
         .route("/api/admin/rules/reload", post(care::reload_rules))
         .route("/api/audit", get(care::audit_log))
+        .route("/api/devices/{id}/rotate", post(devices::rotate))
+        .route("/api/devices/{id}/revoke", post(devices::revoke))
         .route("/api/ws", get(ws))
         .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
         .with_state(state)
