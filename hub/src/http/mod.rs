@@ -13,13 +13,14 @@ use std::sync::Arc;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -81,7 +82,25 @@ pub fn router(state: AppState) -> Router {
         .route("/api/devices/{id}/revoke", post(devices::revoke))
         .route("/api/ws", get(ws))
         .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
+        // Headers on every response: no MIME sniffing, no framing, no referrer, nothing
+        // cached, and a content policy that allows nothing (the API serves JSON only).
+        // HSTS belongs to the TLS-terminating proxy in front of the hub (docs/security.md).
+        .layer(header_layer(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(header_layer(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(header_layer(header::REFERRER_POLICY, "no-referrer"))
+        .layer(header_layer(header::CACHE_CONTROL, "no-store"))
+        .layer(header_layer(
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'",
+        ))
         .with_state(state)
+}
+
+fn header_layer(
+    name: axum::http::HeaderName,
+    value: &'static str,
+) -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
 }
 
 /// Errors a client sees: a status and a JSON `{"error": "..."}`.
