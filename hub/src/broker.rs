@@ -101,6 +101,7 @@ pub async fn start(
             std::thread::available_parallelism().map_or(1, |n| n.get()),
         )),
         verifications: Default::default(),
+        failures: Default::default(),
     };
     let mut connections = ConnectionSettings {
         connection_timeout_ms: 10_000,
@@ -178,7 +179,17 @@ struct DeviceAuthenticator {
     verify_gate: Arc<tokio::sync::Semaphore>,
     /// Argon2 verifications run so far.
     verifications: Arc<std::sync::atomic::AtomicU64>,
+    /// Failed CONNECTs per device id in the current window: guessing a device's secret
+    /// is cut off after `MAX_FAILURES` a window (refused without argon2). Keyed by
+    /// identity, not address: rumqttd's auth hook does not see the peer address, and a
+    /// whole village behind one NAT gateway must not be throttled by one bad device.
+    failures: Arc<Mutex<std::collections::HashMap<String, (u32, std::time::Instant)>>>,
 }
+
+/// Failed CONNECTs allowed per device id per window before it is locked out.
+const MAX_FAILURES: u32 = 10;
+/// The window (and the lockout).
+const FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl DeviceAuthenticator {
     async fn check(&self, client_id: String, user: String, pass: String) -> bool {
@@ -189,6 +200,12 @@ impl DeviceAuthenticator {
         if client_id != user || contract::DeviceId::parse(&client_id).is_err() {
             metrics::counter!("anxin_mqtt_connect_refused_total", "reason" => "bad_identity")
                 .increment(1);
+            return false;
+        }
+        if self.locked_out(&client_id) {
+            metrics::counter!("anxin_mqtt_connect_refused_total", "reason" => "rate_limited")
+                .increment(1);
+            tracing::info!(device = %client_id, "mqtt connect refused: too many failed attempts");
             return false;
         }
         let record = match self.store.device_auth(&client_id).await {
@@ -236,12 +253,39 @@ impl DeviceAuthenticator {
                 }
                 c.insert(fingerprint);
             }
+            if let Ok(mut f) = self.failures.lock() {
+                f.remove(&client_id);
+            }
         } else {
             metrics::counter!("anxin_mqtt_connect_refused_total", "reason" => "bad_secret")
                 .increment(1);
             tracing::info!(device = %client_id, "mqtt connect refused: wrong secret");
+            self.failed(&client_id);
         }
         ok
+    }
+
+    fn locked_out(&self, id: &str) -> bool {
+        let Ok(f) = self.failures.lock() else {
+            return false;
+        };
+        f.get(id)
+            .is_some_and(|(n, since)| *n >= MAX_FAILURES && since.elapsed() < FAILURE_WINDOW)
+    }
+
+    fn failed(&self, id: &str) {
+        let Ok(mut f) = self.failures.lock() else {
+            return;
+        };
+        if f.len() >= 100_000 {
+            f.clear();
+        }
+        let now = std::time::Instant::now();
+        let e = f.entry(id.to_owned()).or_insert((0, now));
+        if e.1.elapsed() >= FAILURE_WINDOW {
+            *e = (0, now);
+        }
+        e.0 += 1;
     }
 }
 
@@ -395,6 +439,7 @@ mod tests {
             cache: Default::default(),
             verify_gate: Arc::new(tokio::sync::Semaphore::new(2)),
             verifications: Default::default(),
+            failures: Default::default(),
         };
         // Every demo device shares the demo secret (one stored hash): 9 concurrent
         // connects must not run 9 argon2 verifications (9 × 19 MiB at once).
@@ -423,5 +468,65 @@ mod tests {
                 .check(ids[0].into(), ids[0].into(), "wrong".into())
                 .await
         );
+    }
+
+    #[tokio::test]
+    async fn guessing_a_device_secret_is_locked_out_for_a_minute() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("a.db").display());
+        let store = Store::connect(&url).await.expect("db");
+        crate::demo::seed(&store, 0).await.expect("seed");
+        let auth = DeviceAuthenticator {
+            store,
+            hub: HubCredentials {
+                client_id: "hub".into(),
+                password: "x".into(),
+            },
+            cache: Default::default(),
+            verify_gate: Arc::new(tokio::sync::Semaphore::new(2)),
+            verifications: Default::default(),
+            failures: Default::default(),
+        };
+        let id = "demo-pendant-1";
+        let good = || auth.check(id.into(), id.into(), crate::demo::DEMO_DEVICE_SECRET.into());
+        for i in 0..MAX_FAILURES {
+            assert!(!auth.check(id.into(), id.into(), format!("guess-{i}")).await);
+        }
+        let before = auth
+            .verifications
+            .load(std::sync::atomic::Ordering::Relaxed);
+        // Locked out: even the right secret is refused, and no argon2 runs.
+        assert!(!good().await);
+        assert!(!auth.check(id.into(), id.into(), "guess-x".into()).await);
+        assert_eq!(
+            auth.verifications
+                .load(std::sync::atomic::Ordering::Relaxed),
+            before
+        );
+        // Other devices are not affected.
+        assert!(
+            auth.check(
+                "demo-pendant-2".into(),
+                "demo-pendant-2".into(),
+                crate::demo::DEMO_DEVICE_SECRET.into()
+            )
+            .await
+        );
+        // After the window the device connects again, and a success resets the count.
+        // (Age the record instead of waiting a minute.)
+        if let Ok(mut f) = auth.failures.lock() {
+            if let Some(e) = f.get_mut(id) {
+                e.1 =
+                    e.1.checked_sub(FAILURE_WINDOW)
+                        .expect("monotonic clock older than a minute");
+            }
+        }
+        assert!(good().await);
+        assert!(
+            !auth
+                .check(id.into(), id.into(), "one-more-guess".into())
+                .await
+        );
+        assert!(good().await);
     }
 }
