@@ -1272,7 +1272,12 @@ fn apply(
     let mut reach_changed = false;
     let off = ctx.offset_ms();
 
-    // Device health: anything but a Last Will is a sign the device is alive.
+    // Device health: anything but a Last Will is a sign the device is alive. A Last
+    // Will of a device the engine does not watch (never heard, or forgotten because it
+    // was revoked) is ignored: it is only a hint about a known device.
+    if *signal == Signal::Offline && device.is_some_and(|d| !hs.devices.contains_key(d)) {
+        return false;
+    }
     if let Some(device) = device {
         let ds = hs
             .devices

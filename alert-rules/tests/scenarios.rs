@@ -2113,3 +2113,27 @@ fn a_carer_visit_covers_the_check_in_deadline_but_an_early_one_does_not() {
         ],
     );
 }
+
+#[test]
+fn a_last_will_of_a_device_not_watched_is_ignored() {
+    run_cases(
+        HEALTH,
+        &[(
+            "a forgotten (revoked) device's Last Will does not bring it back",
+            &["d0 00:00 h1/d9 offline", "d0 05:00 tick"],
+            &[],
+        )],
+    );
+    let mut e = Engine::new(RuleSet::from_toml_str(HEALTH).unwrap());
+    e.watch_device("h1", "d1", BASE);
+    e.watch_device("h1", "d2", BASE);
+    assert!(e.forget_device("h1", "d1").is_empty());
+    let obs = Observation {
+        household: "h1".into(),
+        device: "d1".into(),
+        at: BASE + MIN,
+        signal: Signal::Offline,
+    };
+    assert!(e.observe(&obs, BASE + MIN).is_empty());
+    assert_eq!(e.state().last_seen("h1", "d1"), None);
+}
