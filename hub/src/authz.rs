@@ -66,7 +66,9 @@ async fn deny(
 ) -> ApiError {
     tracing::info!(contact = %c.contact.id, action = action.name(), target, "request outside caller scope refused");
     metrics::counter!("anxin_authz_denied_total", "action" => action.name()).increment(1);
-    if !hide {
+    // Reads outside one's scope are only logged; every refused *action* is audited, even
+    // when the answer hides the target (404 for households outside the scope).
+    if action != Action::Read {
         audit(
             state,
             c,
@@ -137,26 +139,27 @@ pub async fn alarm(
     if let Err(why) = role_allows(c, action) {
         return Err(deny(state, c, action, &target, false, why).await);
     }
+    let hide = action == Action::Read;
+    let outside = format!("alarm {id} is outside your scope ({})", c.contact.scope);
     let alarm = match state.alarms.store.alarm(id).await {
         Ok(a) => a,
-        Err(crate::store::StoreError::NotFound(_)) => {
+        // Acting on an id that does not exist answers like acting outside one's scope,
+        // so that 403 versus 404 does not tell whether an alarm exists elsewhere. (The
+        // district sees everything: for it, missing is simply missing.)
+        Err(crate::store::StoreError::NotFound(_))
+            if hide || c.contact.scope == Scope::District =>
+        {
             return Err(ApiError::NotFound(format!("alarm {id}")))
+        }
+        Err(crate::store::StoreError::NotFound(_)) => {
+            return Err(deny(state, c, action, &target, false, &outside).await)
         }
         Err(e) => return Err(e.into()),
     };
     if c.contact.scope.covers(&alarm) {
         return Ok(alarm);
     }
-    let hide = action == Action::Read;
-    Err(deny(
-        state,
-        c,
-        action,
-        &target,
-        hide,
-        &format!("alarm {id} is outside your scope ({})", c.contact.scope),
-    )
-    .await)
+    Err(deny(state, c, action, &target, hide, &outside).await)
 }
 
 /// May the caller do `action` for this household? Outside the scope (or unknown): 404.

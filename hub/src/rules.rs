@@ -191,6 +191,8 @@ pub struct RulesStage {
     pub alarms: AlarmService,
     pub tick_every: Duration,
     pub save_every: Duration,
+    /// Devices revoked while the hub runs: their messages still in flight are dropped.
+    revoked: std::collections::HashSet<String>,
 }
 
 impl RulesStage {
@@ -232,6 +234,7 @@ impl RulesStage {
             alarms,
             tick_every,
             save_every,
+            revoked: Default::default(),
         })
     }
 
@@ -366,6 +369,9 @@ impl RulesStage {
                 device,
                 reply,
             } => {
+                // Messages of the device still queued behind this command are dropped, so
+                // they cannot bring it back into the engine.
+                self.revoked.insert(device.clone());
                 let decisions = self.engine.forget_device(&household, &device);
                 self.apply_all(&decisions).await;
                 let _ = reply.send(());
@@ -489,6 +495,10 @@ impl RulesStage {
 
     async fn handle(&mut self, msg: Input) {
         let Input { obs, critical } = msg;
+        if self.revoked.contains(&obs.device) {
+            tracing::info!(device = %obs.device, "message of a revoked device dropped");
+            return;
+        }
         self.learn_household(&obs.household).await;
         let Some(critical) = critical else {
             let now = self.alarms.now();

@@ -166,11 +166,16 @@ impl FromRequestParts<AppState> for Caller {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::to_owned);
-        let query = parts.uri.query().and_then(|q| {
-            q.split('&')
-                .find_map(|kv| kv.strip_prefix("token="))
-                .map(str::to_owned)
-        });
+        // `?token=` only for the websocket (browsers cannot set headers there); elsewhere
+        // a token in a URL would end up in proxies' logs.
+        let query = (parts.uri.path() == "/api/ws")
+            .then(|| parts.uri.query())
+            .flatten()
+            .and_then(|q| {
+                q.split('&')
+                    .find_map(|kv| kv.strip_prefix("token="))
+                    .map(str::to_owned)
+            });
         let token = header.or(query).ok_or(ApiError::Unauthorized)?;
         let source = parts
             .extensions
