@@ -139,9 +139,10 @@ pub enum Admin {
         #[arg(long, default_value_t = 0)]
         priority: i64,
     },
-    /// Import towns, villages, households, elders and devices from CSV files in a
-    /// directory (all or nothing; every bad row is reported as file:line: reason).
-    /// Devices without a `secret` column get a generated secret, printed once as CSV.
+    /// Import towns, villages, households, elders, devices and contacts from CSV files in
+    /// a directory (all or nothing; every bad row is reported as file:line: reason). New
+    /// devices without a `secret` and new contacts without a `token` get one, printed once
+    /// as CSV; existing ones keep theirs.
     Import {
         #[arg(long)]
         dir: PathBuf,
@@ -149,6 +150,12 @@ pub enum Admin {
         /// generating one per device.
         #[arg(long)]
         default_secret: Option<String>,
+    },
+    /// Export the district as the same CSV files `import` reads (no secrets or tokens:
+    /// only their hashes are stored; re-importing the files keeps the existing ones).
+    Export {
+        #[arg(long)]
+        dir: PathBuf,
     },
     /// Seed the demo district.
     SeedDemo,
@@ -355,6 +362,21 @@ async fn admin(store: &Store, cmd: Admin, now: i64) -> anyhow::Result<()> {
             dir,
             default_secret,
         } => import(store, &dir, default_secret.as_deref(), now).await?,
+        Admin::Export { dir } => {
+            let batch = store.export().await?;
+            crate::import::write_dir(&dir, &batch)
+                .with_context(|| format!("writing CSV files to {}", dir.display()))?;
+            eprintln!(
+                "exported {} towns, {} villages, {} households, {} elders, {} devices, {} contacts to {}",
+                batch.towns.len(),
+                batch.villages.len(),
+                batch.households.len(),
+                batch.elders.len(),
+                batch.devices.len(),
+                batch.contacts.len(),
+                dir.display()
+            );
+        }
         Admin::SeedDemo => {
             demo::seed(store, now).await?;
             println!("demo district seeded");
@@ -377,6 +399,8 @@ async fn import(
     let lookup =
         |table: &str, id: &str| known.iter().any(|(t, ids)| *t == table && ids.contains(id));
     let batch = crate::import::load(dir, &lookup)?;
+    let existing_devices = store.ids("devices").await?;
+    let existing_contacts = store.ids("contacts").await?;
     // Hash each distinct secret once (argon2 is deliberately slow); generate missing ones.
     let mut generated = Vec::new();
     let mut by_secret: std::collections::HashMap<String, String> = std::collections::HashMap::new();
@@ -389,6 +413,11 @@ async fn import(
             .or(default_secret)
         {
             Some(s) => s.to_owned(),
+            // An exported sheet has no secrets: an existing device keeps its own.
+            None if existing_devices.contains(&d.id) => {
+                hashes.push(None);
+                continue;
+            }
             None => {
                 let s = secrets::random_token();
                 generated.push((d.id.clone(), s.clone()));
@@ -404,19 +433,21 @@ async fn import(
                 h
             }
         };
-        hashes.push(hash);
+        hashes.push(Some(hash));
     }
-    // Contacts without a token get one, shown once (only its hash is stored).
+    // New contacts without a token get one, shown once (only its hash is stored);
+    // existing ones keep theirs.
     let mut new_tokens = Vec::new();
-    let tokens: Vec<String> = batch
+    let tokens: Vec<Option<String>> = batch
         .contacts
         .iter()
         .map(|c| match c.token.as_deref().filter(|t| !t.is_empty()) {
-            Some(t) => t.to_owned(),
+            Some(t) => Some(t.to_owned()),
+            None if existing_contacts.contains(&c.id) => None,
             None => {
                 let t = secrets::random_token();
                 new_tokens.push((c.id.clone(), t.clone()));
-                t
+                Some(t)
             }
         })
         .collect();

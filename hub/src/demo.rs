@@ -57,14 +57,12 @@ pub async fn seed(store: &Store, now: Millis) -> anyhow::Result<()> {
             .all(|d| d.secret.as_deref() == Some(DEMO_DEVICE_SECRET)),
         "every demo device must use the demo secret"
     );
-    let hashes = vec![hash; batch.devices.len()];
-    let tokens: Vec<String> = batch
-        .contacts
-        .iter()
-        .map(|c| c.token.clone().unwrap_or_default())
-        .collect();
+    let hashes = vec![Some(hash); batch.devices.len()];
+    let tokens: Vec<Option<String>> = batch.contacts.iter().map(|c| c.token.clone()).collect();
     anyhow::ensure!(
-        tokens.iter().all(|t| !t.is_empty()),
+        tokens
+            .iter()
+            .all(|t| t.as_deref().is_some_and(|t| !t.is_empty())),
         "every demo contact needs a token"
     );
     store.import(&batch, &hashes, &tokens, now).await?;

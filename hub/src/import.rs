@@ -9,31 +9,31 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::ingest::contract::DeviceId;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct TownRow {
     pub id: String,
     pub name: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct VillageRow {
     pub id: String,
     pub town_id: String,
     pub name: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct HouseholdRow {
     pub id: String,
     pub village_id: String,
     pub address: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ElderRow {
     pub id: String,
     pub household_id: String,
@@ -42,7 +42,7 @@ pub struct ElderRow {
     pub phone: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct DeviceRow {
     pub id: String,
     pub household_id: String,
@@ -56,7 +56,7 @@ pub struct DeviceRow {
 
 /// A person who is notified and may act: family (scope `household:<id>`) or staff
 /// (`village:<id>`, `town:<id>`, `district`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ContactRow {
     pub id: String,
     pub name: String,
@@ -146,6 +146,28 @@ fn read<T: for<'de> Deserialize<'de>>(
         }
     }
     rows
+}
+
+/// Write `batch` as the six CSV files `load` reads (what the bureau edits in a
+/// spreadsheet and imports again). Secrets and tokens are never exported — only their
+/// hashes are stored — so those columns are empty; importing such a row for a device or
+/// contact that exists keeps its current secret or token.
+pub fn write_dir(dir: &Path, batch: &Batch) -> std::io::Result<()> {
+    fn write<T: Serialize>(dir: &Path, file: &str, rows: &[T]) -> std::io::Result<()> {
+        let mut w = csv::Writer::from_path(dir.join(file))?;
+        for r in rows {
+            w.serialize(r).map_err(std::io::Error::other)?;
+        }
+        w.flush()
+    }
+    std::fs::create_dir_all(dir)?;
+    write(dir, "towns.csv", &batch.towns)?;
+    write(dir, "villages.csv", &batch.villages)?;
+    write(dir, "households.csv", &batch.households)?;
+    write(dir, "elders.csv", &batch.elders)?;
+    write(dir, "devices.csv", &batch.devices)?;
+    write(dir, "contacts.csv", &batch.contacts)?;
+    Ok(())
 }
 
 /// Read and validate a directory. `known` answers "does this id already exist in the

@@ -398,6 +398,8 @@ impl Store {
             "towns" => "SELECT id FROM towns",
             "villages" => "SELECT id FROM villages",
             "households" => "SELECT id FROM households",
+            "devices" => "SELECT id FROM devices WHERE revoked_at IS NULL",
+            "contacts" => "SELECT id FROM contacts",
             other => return Err(StoreError::Invalid(format!("no id table {other}"))),
         };
         let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
@@ -407,12 +409,13 @@ impl Store {
     /// Write a validated import in one transaction. `secret_hashes[i]` is the argon2
     /// hash for `batch.devices[i]`.
     /// Write a validated import in one transaction. `secret_hashes` follow
-    /// `batch.devices`, `contact_tokens` follow `batch.contacts` (stored as SHA-256).
+    /// `batch.devices`, `contact_tokens` follow `batch.contacts` (stored as SHA-256);
+    /// `None` keeps the existing device's secret / contact's token.
     pub async fn import(
         &self,
         batch: &crate::import::Batch,
-        secret_hashes: &[String],
-        contact_tokens: &[String],
+        secret_hashes: &[Option<String>],
+        contact_tokens: &[Option<String>],
         now: Millis,
     ) -> Result<()> {
         let mut tx = self.begin_write().await?;
@@ -451,31 +454,43 @@ impl Store {
         }
         for (d, hash) in batch.devices.iter().zip(secret_hashes) {
             let vendor = d.vendor.as_deref().unwrap_or("");
-            sqlx::query(UPSERT_DEVICE)
+            let sql = if hash.is_some() {
+                UPSERT_DEVICE
+            } else {
+                "UPDATE devices SET household_id = $2, kind = $3, vendor = $4 WHERE id = $1"
+            };
+            let q = sqlx::query(sql)
                 .bind(&d.id)
                 .bind(&d.household_id)
                 .bind(&d.kind)
-                .bind(vendor)
-                .bind(hash)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+                .bind(vendor);
+            let q = match hash {
+                Some(h) => q.bind(h).bind(now),
+                None => q,
+            };
+            q.execute(&mut *tx).await?;
         }
         for (c, token) in batch.contacts.iter().zip(contact_tokens) {
             let scope = Scope::parse(&c.scope).map_err(StoreError::Invalid)?;
             let (kind, scope_id) = scope.parts();
-            sqlx::query(UPSERT_CONTACT)
+            let sql = if token.is_some() {
+                UPSERT_CONTACT
+            } else {
+                "UPDATE contacts SET name = $2, phone = $3, role = $4, scope_kind = $5, scope_id = $6, priority = $7 WHERE id = $1"
+            };
+            let q = sqlx::query(sql)
                 .bind(&c.id)
                 .bind(&c.name)
                 .bind(c.phone.as_deref().filter(|p| !p.is_empty()))
                 .bind(&c.role)
                 .bind(kind)
                 .bind(scope_id)
-                .bind(c.priority.unwrap_or(0))
-                .bind(token_hash(token))
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+                .bind(c.priority.unwrap_or(0));
+            let q = match token {
+                Some(t) => q.bind(token_hash(t)).bind(now),
+                None => q,
+            };
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -591,6 +606,71 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+    }
+
+    /// The whole district as an import batch (for `hub admin export`): active devices,
+    /// no secrets or tokens (only their hashes exist).
+    pub async fn export(&self) -> Result<crate::import::Batch> {
+        use crate::import::*;
+        let mut b = Batch::default();
+        for r in sqlx::query("SELECT id, name FROM towns ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            b.towns.push(TownRow {
+                id: r.try_get("id")?,
+                name: r.try_get("name")?,
+            });
+        }
+        for r in sqlx::query("SELECT id, town_id, name FROM villages ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            b.villages.push(VillageRow {
+                id: r.try_get("id")?,
+                town_id: r.try_get("town_id")?,
+                name: r.try_get("name")?,
+            });
+        }
+        for r in sqlx::query("SELECT id, village_id, address FROM households ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            b.households.push(HouseholdRow {
+                id: r.try_get("id")?,
+                village_id: r.try_get("village_id")?,
+                address: r.try_get("address")?,
+            });
+        }
+        for r in sqlx::query("SELECT id, household_id, name, phone FROM elders ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            b.elders.push(ElderRow {
+                id: r.try_get("id")?,
+                household_id: r.try_get("household_id")?,
+                name: r.try_get("name")?,
+                phone: r.try_get("phone")?,
+            });
+        }
+        for r in sqlx::query("SELECT id, household_id, kind, vendor FROM devices WHERE revoked_at IS NULL ORDER BY id").fetch_all(&self.pool).await? {
+            b.devices.push(DeviceRow { id: r.try_get("id")?, household_id: r.try_get("household_id")?, kind: r.try_get("kind")?, vendor: r.try_get("vendor")?, secret: None });
+        }
+        for r in sqlx::query("SELECT id, name, phone, role, scope_kind, scope_id, priority FROM contacts ORDER BY id").fetch_all(&self.pool).await? {
+            let kind: String = r.try_get("scope_kind")?;
+            let id: String = r.try_get("scope_id")?;
+            let scope = Scope::from_parts(&kind, id)?;
+            b.contacts.push(ContactRow {
+                id: r.try_get("id")?,
+                name: r.try_get("name")?,
+                phone: r.try_get("phone")?,
+                role: r.try_get("role")?,
+                scope: scope.to_string(),
+                priority: Some(r.try_get("priority")?),
+                token: None,
+            });
+        }
+        Ok(b)
     }
 
     /// (household, village) for every household: the rule engine groups outages by village.

@@ -29,7 +29,12 @@ async fn a_simulated_day_is_played_through_the_hub_and_evaluated() {
     .expect("valid import");
     let hash = hub::secrets::hash_secret("sim-secret").expect("hash");
     store
-        .import(&batch, &vec![hash; batch.devices.len()], &[], config.start)
+        .import(
+            &batch,
+            &vec![Some(hash); batch.devices.len()],
+            &[],
+            config.start,
+        )
         .await
         .expect("import");
 
