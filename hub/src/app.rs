@@ -137,6 +137,7 @@ impl App {
             sim,
             rules: rules_handle,
             kicks: kicks.clone(),
+            login_failures: Default::default(),
         });
         let http_stop = servers.clone();
         tracker.spawn(async move {

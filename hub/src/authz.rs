@@ -53,6 +53,8 @@ impl Action {
 pub struct Caller {
     pub contact: Contact,
     pub source: Option<String>,
+    /// The session token, when the caller logged in (not for API tokens).
+    pub session: Option<String>,
 }
 
 /// Deny, log and audit. `hide` answers 404 instead of 403 (reads outside one's scope).
@@ -233,6 +235,7 @@ mod tests {
                 priority: 0,
             },
             source: None,
+            session: None,
         }
     }
 

@@ -139,6 +139,19 @@ pub enum Admin {
         #[arg(long, default_value_t = 0)]
         priority: i64,
     },
+    /// Create (or reset) a login account; prints a generated first password once.
+    AddAccount {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        username: String,
+        /// family | village | town | district
+        #[arg(long)]
+        role: String,
+        /// household:<id> | village:<id> | town:<id> | district
+        #[arg(long)]
+        scope: String,
+    },
     /// Import towns, villages, households, elders, devices and contacts from CSV files in
     /// a directory (all or nothing; every bad row is reported as file:line: reason). New
     /// devices without a `secret` and new contacts without a `token` get one, printed once
@@ -357,6 +370,35 @@ async fn admin(store: &Store, cmd: Admin, now: i64) -> anyhow::Result<()> {
                 )
                 .await?;
             println!("contact {id} created.\nAPI token (shown once): {token}");
+        }
+        Admin::AddAccount {
+            id,
+            username,
+            role,
+            scope,
+        } => {
+            check_id("account", &id)?;
+            let scope = Scope::parse(&scope).map_err(anyhow::Error::msg)?;
+            let want = match role.as_str() {
+                "family" => "household",
+                "village" | "town" | "district" => role.as_str(),
+                _ => anyhow::bail!("role must be family, village, town or district"),
+            };
+            anyhow::ensure!(
+                scope.to_string().split(':').next() == Some(want),
+                "a {role} account needs a {want} scope"
+            );
+            anyhow::ensure!(
+                store.scope_within(&scope, &Scope::District).await?,
+                "scope {scope} does not exist"
+            );
+            let password = secrets::random_token();
+            let pw = password.clone();
+            let hash = tokio::task::spawn_blocking(move || secrets::hash_secret(&pw)).await??;
+            store
+                .upsert_account(&id, &username, &hash, &role, &scope, now)
+                .await?;
+            println!("account {id} ({username}) created.\nfirst password (shown once; change it after logging in): {password}");
         }
         Admin::Import {
             dir,

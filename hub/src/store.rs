@@ -546,6 +546,130 @@ impl Store {
         .transpose()
     }
 
+    // ----- accounts and sessions ------------------------------------------------------
+
+    /// Create or replace an account (staff or family) with a password hash.
+    pub async fn upsert_account(
+        &self,
+        id: &str,
+        username: &str,
+        password_hash: &str,
+        role: &str,
+        scope: &Scope,
+        now: Millis,
+    ) -> Result<()> {
+        let (kind, scope_id) = scope.parts();
+        sqlx::query("INSERT INTO accounts (id, username, password_hash, role, scope_kind, scope_id, created_at, password_changed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (id) DO UPDATE SET username = excluded.username, password_hash = excluded.password_hash, role = excluded.role, scope_kind = excluded.scope_kind, scope_id = excluded.scope_id, password_changed_at = excluded.password_changed_at, disabled_at = NULL")
+            .bind(id)
+            .bind(username)
+            .bind(password_hash)
+            .bind(role)
+            .bind(kind)
+            .bind(scope_id)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// (account id, password hash) of an enabled account.
+    pub async fn account_login(&self, username: &str) -> Result<Option<(String, String)>> {
+        let row = sqlx::query(
+            "SELECT id, password_hash FROM accounts WHERE username = $1 AND disabled_at IS NULL",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok((r.try_get("id")?, r.try_get("password_hash")?)))
+            .transpose()
+    }
+
+    /// The password hash of an enabled account, by id.
+    pub async fn account_password(&self, id: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT password_hash FROM accounts WHERE id = $1 AND disabled_at IS NULL",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Start a session for `account` until `expires_at`.
+    pub async fn create_session(
+        &self,
+        token: &str,
+        account: &str,
+        now: Millis,
+        expires_at: Millis,
+        source: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO sessions (token_hash, account_id, created_at, expires_at, source) VALUES ($1, $2, $3, $4, $5)")
+            .bind(token_hash(token))
+            .bind(account)
+            .bind(now)
+            .bind(expires_at)
+            .bind(source)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The account behind a live session, as a principal (same shape as a contact).
+    pub async fn session_principal(&self, token: &str, now: Millis) -> Result<Option<Contact>> {
+        let row = sqlx::query("SELECT a.id, a.role, a.scope_kind, a.scope_id FROM sessions s JOIN accounts a ON a.id = s.account_id WHERE s.token_hash = $1 AND s.expires_at > $2 AND a.disabled_at IS NULL")
+            .bind(token_hash(token))
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(Contact {
+                id: r.try_get("id")?,
+                role: r.try_get("role")?,
+                scope: Scope::from_parts(
+                    r.try_get::<&str, _>("scope_kind")?,
+                    r.try_get("scope_id")?,
+                )?,
+                priority: 0,
+            })
+        })
+        .transpose()
+    }
+
+    /// End one session (logout).
+    pub async fn end_session(&self, token: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(token_hash(token))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// New password: every session of the account ends except `keep` (the caller's).
+    pub async fn change_password(
+        &self,
+        account: &str,
+        hash: &str,
+        keep: Option<&str>,
+        now: Millis,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE accounts SET password_hash = $2, password_changed_at = $3 WHERE id = $1",
+        )
+        .bind(account)
+        .bind(hash)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM sessions WHERE account_id = $1 AND token_hash <> $2")
+            .bind(account)
+            .bind(keep.map(token_hash).unwrap_or_default())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Is `inner` inside `outer`? (e.g. a village inside a town). Unknown ids are outside.
     pub async fn scope_within(&self, inner: &Scope, outer: &Scope) -> Result<bool> {
         if inner == outer || *outer == Scope::District {

@@ -5,6 +5,7 @@
 //! here, on the server, for every request: a contact sees and acts on alarms inside its
 //! own scope only. Full accounts and roles arrive with issue 5.
 
+pub mod accounts;
 mod care;
 mod devices;
 
@@ -38,6 +39,8 @@ pub struct AppState {
     pub rules: crate::rules::RulesHandle,
     /// Ends MQTT connections of devices whose secret was rotated or that were revoked.
     pub kicks: crate::broker::Kicks,
+    /// Failed logins per username (slows password guessing; see `accounts`).
+    pub login_failures: accounts::Failures,
 }
 
 /// What the simulator needs to drive a hub on simulated time.
@@ -60,6 +63,9 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .route("/api/me", get(me))
+        .route("/api/login", post(accounts::login))
+        .route("/api/logout", post(accounts::logout))
+        .route("/api/password", post(accounts::change_password))
         .route("/api/alarms", get(list_alarms))
         .route("/api/alarms/{id}", get(get_alarm))
         .route("/api/alarms/{id}/acknowledge", post(acknowledge))
@@ -176,13 +182,48 @@ impl FromRequestParts<AppState> for Caller {
                     .find_map(|kv| kv.strip_prefix("token="))
                     .map(str::to_owned)
             });
-        let token = header.or(query).ok_or(ApiError::Unauthorized)?;
+        let cookie = parts
+            .headers
+            .get_all(axum::http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|kv| {
+                kv.trim()
+                    .strip_prefix(accounts::COOKIE)
+                    .and_then(|r| r.strip_prefix('='))
+            })
+            .map(str::to_owned);
         let source = parts
             .extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map(|ci| ci.0.ip().to_string());
-        match state.alarms.store.contact_by_token(&token).await? {
-            Some(contact) => Ok(Caller { contact, source }),
+        let store = &state.alarms.store;
+        // An API token (contacts), or a session (accounts: bearer or the board's cookie).
+        if let Some(token) = header.or(query) {
+            if let Some(contact) = store.contact_by_token(&token).await? {
+                return Ok(Caller {
+                    contact,
+                    source,
+                    session: None,
+                });
+            }
+            if let Some(contact) = store.session_principal(&token, state.alarms.now()).await? {
+                return Ok(Caller {
+                    contact,
+                    source,
+                    session: Some(token),
+                });
+            }
+            return Err(ApiError::Unauthorized);
+        }
+        let token = cookie.ok_or(ApiError::Unauthorized)?;
+        match store.session_principal(&token, state.alarms.now()).await? {
+            Some(contact) => Ok(Caller {
+                contact,
+                source,
+                session: Some(token),
+            }),
             None => Err(ApiError::Unauthorized),
         }
     }

@@ -1,0 +1,257 @@
+//! Logging in: accounts with argon2 passwords, sessions as an HTTP-only cookie (the web
+//! board) or a bearer token (API clients), logout, password change. Every login and
+//! failed login is audited. Guessing is slowed per username (a failed login after five
+//! in 15 minutes is answered after 2 s); the right password is never refused, so a
+//! stranger cannot lock a village worker out.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+
+use super::{ApiError, AppState, Caller};
+use crate::authz;
+use crate::secrets;
+
+/// The session cookie's name.
+pub const COOKIE: &str = "anxin_session";
+/// How long a session lasts.
+pub const SESSION_MS: i64 = 12 * 3_600_000;
+const MAX_FAILURES: u32 = 5;
+const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+const FAILURE_DELAY: Duration = Duration::from_secs(2);
+/// Passwords shorter than this are refused when set.
+const MIN_PASSWORD: usize = 10;
+
+/// Failed logins per username in the current window.
+pub type Failures = Arc<Mutex<HashMap<String, (u32, Instant)>>>;
+
+#[derive(Debug, Deserialize)]
+pub(super) struct LoginBody {
+    username: String,
+    password: String,
+}
+
+/// The client's address, when the server knows it (for the audit log).
+pub(super) struct ClientAddr(Option<String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|ci| ci.0.ip().to_string()),
+        ))
+    }
+}
+
+/// Count a failure; true when the username is past its allowance.
+fn failed(f: &Failures, username: &str) -> bool {
+    let Ok(mut m) = f.lock() else { return false };
+    if m.len() >= 100_000 {
+        m.clear();
+    }
+    let now = Instant::now();
+    let e = m.entry(username.to_owned()).or_insert((0, now));
+    if e.1.elapsed() >= FAILURE_WINDOW {
+        *e = (0, now);
+    }
+    e.0 += 1;
+    e.0 > MAX_FAILURES
+}
+
+async fn audit_anonymous(
+    state: &AppState,
+    actor: &str,
+    action: &str,
+    outcome: &str,
+    src: Option<String>,
+) {
+    let caller = Caller {
+        contact: crate::store::Contact {
+            id: actor.to_owned(),
+            role: String::new(),
+            scope: crate::store::Scope::District,
+            priority: 0,
+        },
+        source: src,
+        session: None,
+    };
+    authz::audit(
+        state,
+        &caller,
+        action,
+        &format!("account:{actor}"),
+        outcome,
+        serde_json::json!({}),
+    )
+    .await;
+}
+
+/// `POST /api/login` `{"username","password"}` → `{"token","account_id","expires_at"}` and
+/// the session cookie. Wrong username or password: 401, the same answer for both.
+pub(super) async fn login(
+    State(state): State<AppState>,
+    ClientAddr(src): ClientAddr,
+    Json(b): Json<LoginBody>,
+) -> Result<Response, ApiError> {
+    let store = &state.alarms.store;
+    if b.username.is_empty() || b.username.len() > 128 || b.password.len() > 1024 {
+        return Err(ApiError::BadRequest(
+            "username and password are required".into(),
+        ));
+    }
+    let found = store.account_login(&b.username).await?;
+    let ok = match &found {
+        Some((_, hash)) => {
+            let (pw, hash) = (b.password.clone(), hash.clone());
+            tokio::task::spawn_blocking(move || secrets::verify_secret(&pw, &hash))
+                .await
+                .unwrap_or(false)
+        }
+        None => false,
+    };
+    let Some((account, _)) = found.filter(|_| ok) else {
+        metrics::counter!("anxin_logins_total", "outcome" => "failed").increment(1);
+        tracing::info!("login failed");
+        audit_anonymous(&state, "unknown", "login", "denied", src).await;
+        if failed(&state.login_failures, &b.username) {
+            tokio::time::sleep(FAILURE_DELAY).await;
+        }
+        return Err(ApiError::Unauthorized);
+    };
+    if let Ok(mut m) = state.login_failures.lock() {
+        m.remove(&b.username);
+    }
+    let token = secrets::random_token();
+    let now = state.alarms.now();
+    let expires_at = now + SESSION_MS;
+    store
+        .create_session(&token, &account, now, expires_at, src.as_deref())
+        .await?;
+    metrics::counter!("anxin_logins_total", "outcome" => "ok").increment(1);
+    tracing::info!(account = %account, "login");
+    audit_anonymous(&state, &account, "login", "allowed", src).await;
+    let cookie = format!(
+        "{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        SESSION_MS / 1000
+    );
+    let mut resp = Json(serde_json::json!({
+        "token": token,
+        "account_id": account,
+        "expires_at": expires_at,
+    }))
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(resp)
+}
+
+/// `POST /api/logout`: ends the caller's session and clears the cookie.
+pub(super) async fn logout(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    let Some(token) = &caller.session else {
+        return Err(ApiError::BadRequest(
+            "API tokens have no session to end".into(),
+        ));
+    };
+    state.alarms.store.end_session(token).await?;
+    authz::audit(
+        &state,
+        &caller,
+        "logout",
+        &format!("account:{}", caller.contact.id),
+        "allowed",
+        serde_json::json!({}),
+    )
+    .await;
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("anxin_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+    );
+    Ok(resp)
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct PasswordBody {
+    old_password: String,
+    new_password: String,
+}
+
+/// `POST /api/password` `{"old_password","new_password"}`: every other session of the
+/// account ends.
+pub(super) async fn change_password(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(b): Json<PasswordBody>,
+) -> Result<StatusCode, ApiError> {
+    if caller.session.is_none() {
+        return Err(ApiError::BadRequest(
+            "log in with a password to change it".into(),
+        ));
+    }
+    if b.new_password.chars().count() < MIN_PASSWORD || b.new_password.len() > 1024 {
+        return Err(ApiError::BadRequest(format!(
+            "the new password must be at least {MIN_PASSWORD} characters"
+        )));
+    }
+    let store = &state.alarms.store;
+    let account = caller.contact.id.clone();
+    let Some(hash) = store.account_password(&account).await? else {
+        return Err(ApiError::Unauthorized);
+    };
+    let old = b.old_password.clone();
+    let ok = tokio::task::spawn_blocking(move || secrets::verify_secret(&old, &hash))
+        .await
+        .unwrap_or(false);
+    if !ok {
+        authz::audit(
+            &state,
+            &caller,
+            "password.change",
+            &format!("account:{account}"),
+            "denied",
+            serde_json::json!({}),
+        )
+        .await;
+        return Err(ApiError::Forbidden("the current password is wrong".into()));
+    }
+    let new = b.new_password.clone();
+    let new_hash = tokio::task::spawn_blocking(move || secrets::hash_secret(&new))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(ApiError::Internal)?;
+    store
+        .change_password(
+            &account,
+            &new_hash,
+            caller.session.as_deref(),
+            state.alarms.now(),
+        )
+        .await?;
+    authz::audit(
+        &state,
+        &caller,
+        "password.change",
+        &format!("account:{account}"),
+        "allowed",
+        serde_json::json!({}),
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT)
+}
