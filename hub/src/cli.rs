@@ -139,6 +139,18 @@ pub enum Admin {
         #[arg(long, default_value_t = 0)]
         priority: i64,
     },
+    /// Give a device a new secret (printed once). Changes the database only: a running
+    /// hub closes the old connection only when rotated over REST (docs/api.md).
+    RotateDevice {
+        #[arg(long)]
+        id: String,
+    },
+    /// Revoke a device: refused at its next CONNECT. (Over REST a running hub also closes
+    /// its current connection at once.)
+    RevokeDevice {
+        #[arg(long)]
+        id: String,
+    },
     /// Create (or reset) a login account; prints a generated first password once.
     AddAccount {
         #[arg(long)]
@@ -370,6 +382,23 @@ async fn admin(store: &Store, cmd: Admin, now: i64) -> anyhow::Result<()> {
                 )
                 .await?;
             println!("contact {id} created.\nAPI token (shown once): {token}");
+        }
+        Admin::RotateDevice { id } => {
+            let secret = secrets::random_token();
+            let s2 = secret.clone();
+            let hash = tokio::task::spawn_blocking(move || secrets::hash_secret(&s2)).await??;
+            anyhow::ensure!(
+                store.set_device_secret(&id, &hash).await?,
+                "no active device {id}"
+            );
+            println!("device {id}: new secret (shown once): {secret}");
+        }
+        Admin::RevokeDevice { id } => {
+            anyhow::ensure!(
+                store.revoke_device(&id, now).await?,
+                "no active device {id}"
+            );
+            println!("device {id} revoked");
         }
         Admin::AddAccount {
             id,

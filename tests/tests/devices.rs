@@ -151,3 +151,42 @@ async fn a_revoked_device_is_disconnected_refused_and_no_longer_watched() {
         .collect();
     assert_eq!(actions, vec!["device.revoke"]);
 }
+
+#[tokio::test]
+async fn the_cli_rotates_and_revokes_in_the_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("cli.db").display());
+    let store = hub::store::Store::connect(&url).await.expect("db");
+    hub::demo::seed(&store, 0).await.expect("seed");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hub-under-test"))
+            .args(args)
+            .env("HUB_DATABASE_URL", &url)
+            .output()
+            .expect("run hub")
+    };
+    let o = run(&["admin", "rotate-device", "--id", "demo-pendant-1"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let secret = out.rsplit(": ").next().expect("secret").trim().to_owned();
+    let auth = store
+        .device_auth("demo-pendant-1")
+        .await
+        .expect("q")
+        .expect("device");
+    assert!(hub::secrets::verify_secret(&secret, &auth.secret_hash));
+    assert!(!hub::secrets::verify_secret(SECRET, &auth.secret_hash));
+
+    let o = run(&["admin", "revoke-device", "--id", "demo-pendant-2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        store
+            .device_auth("demo-pendant-2")
+            .await
+            .expect("q")
+            .expect("row")
+            .revoked
+    );
+    let again = run(&["admin", "revoke-device", "--id", "demo-pendant-2"]);
+    assert!(!again.status.success(), "revoking twice is an error");
+}
