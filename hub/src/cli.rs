@@ -462,87 +462,23 @@ async fn import(
     default_secret: Option<&str>,
     now: i64,
 ) -> anyhow::Result<()> {
-    let known = [
-        ("towns", store.ids("towns").await?),
-        ("villages", store.ids("villages").await?),
-        ("households", store.ids("households").await?),
-    ];
-    let lookup =
-        |table: &str, id: &str| known.iter().any(|(t, ids)| *t == table && ids.contains(id));
-    let batch = crate::import::load(dir, &lookup)?;
-    let existing_devices = store.ids("devices").await?;
-    let existing_contacts = store.ids("contacts").await?;
-    // Hash each distinct secret once (argon2 is deliberately slow); generate missing ones.
-    let mut generated = Vec::new();
-    let mut by_secret: std::collections::HashMap<String, String> = std::collections::HashMap::new();
-    let mut hashes = Vec::with_capacity(batch.devices.len());
-    for d in &batch.devices {
-        let secret = match d
-            .secret
-            .as_deref()
-            .filter(|s| !s.is_empty())
-            .or(default_secret)
-        {
-            Some(s) => s.to_owned(),
-            // An exported sheet has no secrets: an existing device keeps its own.
-            None if existing_devices.contains(&d.id) => {
-                hashes.push(None);
-                continue;
-            }
-            None => {
-                let s = secrets::random_token();
-                generated.push((d.id.clone(), s.clone()));
-                s
-            }
-        };
-        let hash = match by_secret.get(&secret) {
-            Some(h) => h.clone(),
-            None => {
-                let s2 = secret.clone();
-                let h = tokio::task::spawn_blocking(move || secrets::hash_secret(&s2)).await??;
-                by_secret.insert(secret, h.clone());
-                h
-            }
-        };
-        hashes.push(Some(hash));
-    }
-    // New contacts without a token get one, shown once (only its hash is stored);
-    // existing ones keep theirs.
-    let mut new_tokens = Vec::new();
-    let tokens: Vec<Option<String>> = batch
-        .contacts
-        .iter()
-        .map(|c| match c.token.as_deref().filter(|t| !t.is_empty()) {
-            Some(t) => Some(t.to_owned()),
-            None if existing_contacts.contains(&c.id) => None,
-            None => {
-                let t = secrets::random_token();
-                new_tokens.push((c.id.clone(), t.clone()));
-                Some(t)
-            }
-        })
-        .collect();
-    store.import(&batch, &hashes, &tokens, now).await?;
-    eprintln!(
-        "imported {} towns, {} villages, {} households, {} elders, {} devices, {} contacts",
-        batch.towns.len(),
-        batch.villages.len(),
-        batch.households.len(),
-        batch.elders.len(),
-        batch.devices.len(),
-        batch.contacts.len()
-    );
-    if !generated.is_empty() {
+    let files = |name: &str| {
+        let path = dir.join(name);
+        path.exists().then(|| std::fs::read(&path))
+    };
+    let report = crate::import::apply(store, &files, default_secret, now).await?;
+    eprintln!("imported {}", report.counts());
+    if !report.device_secrets.is_empty() {
         eprintln!("generated device secrets (shown once; store them in the devices):");
         println!("device_id,secret");
-        for (id, s) in generated {
+        for (id, s) in &report.device_secrets {
             println!("{id},{s}");
         }
     }
-    if !new_tokens.is_empty() {
+    if !report.contact_tokens.is_empty() {
         eprintln!("generated API tokens (shown once; hand each to its person):");
         println!("contact_id,token");
-        for (id, t) in new_tokens {
+        for (id, t) in &report.contact_tokens {
             println!("{id},{t}");
         }
     }

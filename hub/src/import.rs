@@ -110,7 +110,7 @@ fn strip<T>(rows: Vec<(u64, T)>) -> Vec<T> {
 
 /// Where the files come from: a directory, or (the demo) text built into the binary.
 /// `None`: the file is absent.
-pub type Files<'a> = dyn Fn(&str) -> Option<std::io::Result<Vec<u8>>> + 'a;
+pub type Files<'a> = dyn Fn(&str) -> Option<std::io::Result<Vec<u8>>> + Send + Sync + 'a;
 
 fn read<T: for<'de> Deserialize<'de>>(
     files: &Files<'_>,
@@ -146,6 +146,143 @@ fn read<T: for<'de> Deserialize<'de>>(
         }
     }
     rows
+}
+
+/// What an import wrote, and the credentials it generated (to be shown once).
+#[derive(Debug, Default, Serialize)]
+pub struct ImportReport {
+    pub towns: usize,
+    pub villages: usize,
+    pub households: usize,
+    pub elders: usize,
+    pub devices: usize,
+    pub contacts: usize,
+    /// (device id, secret) for new devices whose row had none.
+    pub device_secrets: Vec<(String, String)>,
+    /// (contact id, token) for new contacts whose row had none.
+    pub contact_tokens: Vec<(String, String)>,
+}
+
+impl ImportReport {
+    /// `2 towns, 3 villages, ...`
+    pub fn counts(&self) -> String {
+        format!(
+            "{} towns, {} villages, {} households, {} elders, {} devices, {} contacts",
+            self.towns, self.villages, self.households, self.elders, self.devices, self.contacts
+        )
+    }
+}
+
+/// Why an import did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Invalid(#[from] ImportErrors),
+    #[error("storing the import failed: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("hashing a secret failed: {0}")]
+    Hash(String),
+}
+
+/// Validate `files` against the database and write everything in one transaction (the
+/// CLI's `hub admin import` and the REST import). Secrets: a row's own, else
+/// `default_secret`, else an existing device keeps its secret, else a new one is
+/// generated; likewise tokens for contacts. Each distinct secret is hashed once.
+pub async fn apply(
+    store: &crate::store::Store,
+    files: &Files<'_>,
+    default_secret: Option<&str>,
+    now: alert_rules::Millis,
+) -> Result<ImportReport, ApplyError> {
+    let known = [
+        ("towns", store.ids("towns").await?),
+        ("villages", store.ids("villages").await?),
+        ("households", store.ids("households").await?),
+    ];
+    let lookup =
+        |table: &str, id: &str| known.iter().any(|(t, ids)| *t == table && ids.contains(id));
+    let batch = load_from(files, &lookup)?;
+    let existing_devices = store.ids("devices").await?;
+    let existing_contacts = store.ids("contacts").await?;
+    let mut report = ImportReport::default();
+    let mut by_secret: std::collections::HashMap<String, String> = Default::default();
+    let mut hashes = Vec::with_capacity(batch.devices.len());
+    for d in &batch.devices {
+        let secret = match d
+            .secret
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .or(default_secret)
+        {
+            Some(s) => s.to_owned(),
+            // An exported sheet has no secrets: an existing device keeps its own.
+            None if existing_devices.contains(&d.id) => {
+                hashes.push(None);
+                continue;
+            }
+            None => {
+                let s = crate::secrets::random_token();
+                report.device_secrets.push((d.id.clone(), s.clone()));
+                s
+            }
+        };
+        let hash = match by_secret.get(&secret) {
+            Some(h) => h.clone(),
+            None => {
+                let s2 = secret.clone();
+                let h = tokio::task::spawn_blocking(move || crate::secrets::hash_secret(&s2))
+                    .await
+                    .map_err(|e| ApplyError::Hash(e.to_string()))?
+                    .map_err(|e| ApplyError::Hash(e.to_string()))?;
+                by_secret.insert(secret, h.clone());
+                h
+            }
+        };
+        hashes.push(Some(hash));
+    }
+    let tokens: Vec<Option<String>> = batch
+        .contacts
+        .iter()
+        .map(|c| match c.token.as_deref().filter(|t| !t.is_empty()) {
+            Some(t) => Some(t.to_owned()),
+            None if existing_contacts.contains(&c.id) => None,
+            None => {
+                let t = crate::secrets::random_token();
+                report.contact_tokens.push((c.id.clone(), t.clone()));
+                Some(t)
+            }
+        })
+        .collect();
+    store.import(&batch, &hashes, &tokens, now).await?;
+    report.towns = batch.towns.len();
+    report.villages = batch.villages.len();
+    report.households = batch.households.len();
+    report.elders = batch.elders.len();
+    report.devices = batch.devices.len();
+    report.contacts = batch.contacts.len();
+    Ok(report)
+}
+
+/// The six files as text (for the REST export).
+pub fn to_texts(
+    batch: &Batch,
+) -> Result<std::collections::BTreeMap<&'static str, String>, csv::Error> {
+    fn text<T: Serialize>(rows: &[T]) -> Result<String, csv::Error> {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        for r in rows {
+            w.serialize(r)?;
+        }
+        let bytes = w.into_inner().map_err(|e| e.into_error())?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+    let mut m = std::collections::BTreeMap::new();
+    m.insert("towns.csv", text(&batch.towns)?);
+    m.insert("villages.csv", text(&batch.villages)?);
+    m.insert("households.csv", text(&batch.households)?);
+    m.insert("elders.csv", text(&batch.elders)?);
+    m.insert("devices.csv", text(&batch.devices)?);
+    m.insert("contacts.csv", text(&batch.contacts)?);
+    Ok(m)
 }
 
 /// Write `batch` as the six CSV files `load` reads (what the bureau edits in a

@@ -6,6 +6,7 @@
 //! own scope only. Full accounts and roles arrive with issue 5.
 
 pub mod accounts;
+mod admin;
 mod care;
 mod devices;
 
@@ -84,6 +85,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/visits/compliance", get(care::compliance))
         .route("/api/admin/rules/reload", post(care::reload_rules))
         .route("/api/audit", get(care::audit_log))
+        .route(
+            "/api/admin/import",
+            post(admin::import).layer(axum::extract::DefaultBodyLimit::max(
+                admin::MAX_IMPORT_BYTES,
+            )),
+        )
+        .route("/api/admin/export", get(admin::export))
+        .route("/api/devices", post(admin::provision))
         .route("/api/devices/{id}/rotate", post(devices::rotate))
         .route("/api/devices/{id}/revoke", post(devices::revoke))
         .route("/api/ws", get(ws))
