@@ -424,13 +424,9 @@ impl Protocol for AclV4 {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_connect_storm_with_one_secret_runs_argon2_once() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}", dir.path().join("a.db").display());
-        let store = Store::connect(&url).await.expect("db");
-        crate::demo::seed(&store, 0).await.expect("seed");
-        let auth = DeviceAuthenticator {
+    /// An authenticator over `store` with two argon2 slots.
+    fn authenticator(store: Store) -> DeviceAuthenticator {
+        DeviceAuthenticator {
             store,
             hub: HubCredentials {
                 client_id: "hub".into(),
@@ -441,7 +437,16 @@ mod tests {
             verifications: Default::default(),
             failures: Default::default(),
             delayed: Default::default(),
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connect_storm_with_one_secret_runs_argon2_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("a.db").display());
+        let store = Store::connect(&url).await.expect("db");
+        crate::demo::seed(&store, 0).await.expect("seed");
+        let auth = authenticator(store);
         // Every demo device shares the demo secret (one stored hash): 9 concurrent
         // connects must not run 9 argon2 verifications (9 × 19 MiB at once).
         let demo = crate::demo::batch().expect("demo district");
@@ -477,18 +482,7 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("a.db").display());
         let store = Store::connect(&url).await.expect("db");
         crate::demo::seed(&store, 0).await.expect("seed");
-        let auth = DeviceAuthenticator {
-            store,
-            hub: HubCredentials {
-                client_id: "hub".into(),
-                password: "x".into(),
-            },
-            cache: Default::default(),
-            verify_gate: Arc::new(tokio::sync::Semaphore::new(2)),
-            verifications: Default::default(),
-            failures: Default::default(),
-            delayed: Default::default(),
-        };
+        let auth = authenticator(store);
         let id = "demo-pendant-1";
         let delayed = || auth.delayed.load(std::sync::atomic::Ordering::Relaxed);
         for i in 0..MAX_FAILURES {

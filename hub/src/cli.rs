@@ -384,9 +384,7 @@ async fn admin(store: &Store, cmd: Admin, now: i64) -> anyhow::Result<()> {
             println!("contact {id} created.\nAPI token (shown once): {token}");
         }
         Admin::RotateDevice { id } => {
-            let secret = secrets::random_token();
-            let s2 = secret.clone();
-            let hash = tokio::task::spawn_blocking(move || secrets::hash_secret(&s2)).await??;
+            let (secret, hash) = secrets::new_hashed_secret().await?;
             anyhow::ensure!(
                 store.set_device_secret(&id, &hash).await?,
                 "no active device {id}"

@@ -23,6 +23,15 @@ pub fn hash_secret(secret: &str) -> anyhow::Result<String> {
 }
 
 /// Slow (argon2): call from `spawn_blocking`.
+/// A new random secret and its argon2 hash (hashed on a blocking thread: argon2 is slow
+/// on purpose). The secret is to be shown once; only the hash is stored.
+pub async fn new_hashed_secret() -> anyhow::Result<(String, String)> {
+    let secret = random_token();
+    let s2 = secret.clone();
+    let hash = tokio::task::spawn_blocking(move || hash_secret(&s2)).await??;
+    Ok((secret, hash))
+}
+
 pub fn verify_secret(secret: &str, phc: &str) -> bool {
     match PasswordHash::new(phc) {
         Ok(parsed) => Argon2::default()

@@ -136,11 +136,8 @@ pub(super) async fn provision(
             b.household_id
         )));
     }
-    let secret = secrets::random_token();
-    let s2 = secret.clone();
-    let hash = tokio::task::spawn_blocking(move || secrets::hash_secret(&s2))
+    let (secret, hash) = secrets::new_hashed_secret()
         .await
-        .map_err(|e| ApiError::Internal(e.into()))?
         .map_err(ApiError::Internal)?;
     let row = DeviceRow {
         id: b.id.clone(),

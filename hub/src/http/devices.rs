@@ -17,11 +17,8 @@ pub(super) async fn rotate(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     authz::district(&state, &caller, &format!("device:{id}")).await?;
-    let secret = secrets::random_token();
-    let s2 = secret.clone();
-    let hash = tokio::task::spawn_blocking(move || secrets::hash_secret(&s2))
+    let (secret, hash) = secrets::new_hashed_secret()
         .await
-        .map_err(|e| ApiError::Internal(e.into()))?
         .map_err(ApiError::Internal)?;
     if !state.alarms.store.set_device_secret(&id, &hash).await? {
         return Err(ApiError::NotFound(format!("device {id}")));
