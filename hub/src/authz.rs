@@ -97,18 +97,33 @@ pub async fn audit(
     outcome: &str,
     detail: serde_json::Value,
 ) {
-    let store = &state.alarms.store;
+    audit_as(
+        state,
+        &c.contact.id,
+        c.source.as_deref(),
+        action,
+        target,
+        outcome,
+        detail,
+    )
+    .await
+}
+
+/// The same for a request with no authenticated caller yet (a login).
+pub async fn audit_as(
+    state: &AppState,
+    actor: &str,
+    source: Option<&str>,
+    action: &str,
+    target: &str,
+    outcome: &str,
+    detail: serde_json::Value,
+) {
     let now = state.alarms.now();
-    if let Err(e) = store
-        .audit(
-            now,
-            &c.contact.id,
-            action,
-            target,
-            outcome,
-            c.source.as_deref(),
-            &detail,
-        )
+    if let Err(e) = state
+        .alarms
+        .store
+        .audit(now, actor, action, target, outcome, source, &detail)
         .await
     {
         tracing::error!(error = %e, action, "writing the audit log failed");

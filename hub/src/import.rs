@@ -13,27 +13,27 @@ use serde::{Deserialize, Serialize};
 
 use crate::ingest::contract::DeviceId;
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, sqlx::FromRow)]
 pub struct TownRow {
     pub id: String,
     pub name: String,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, sqlx::FromRow)]
 pub struct VillageRow {
     pub id: String,
     pub town_id: String,
     pub name: String,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, sqlx::FromRow)]
 pub struct HouseholdRow {
     pub id: String,
     pub village_id: String,
     pub address: String,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, sqlx::FromRow)]
 pub struct ElderRow {
     pub id: String,
     pub household_id: String,
@@ -42,7 +42,7 @@ pub struct ElderRow {
     pub phone: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, sqlx::FromRow)]
 pub struct DeviceRow {
     pub id: String,
     pub household_id: String,
@@ -56,7 +56,7 @@ pub struct DeviceRow {
 
 /// A person who is notified and may act: family (scope `household:<id>`) or staff
 /// (`village:<id>`, `town:<id>`, `district`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, sqlx::FromRow)]
 pub struct ContactRow {
     pub id: String,
     pub name: String,

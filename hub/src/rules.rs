@@ -219,14 +219,12 @@ impl RulesStage {
         // The hub was down, not the devices: nobody heard them meanwhile, so health
         // timers restart now instead of raising "offline" for every device at once.
         engine.reset_device_baselines(now);
-        for h in alarms.store.household_ids().await? {
+        for (h, v) in alarms.store.household_villages().await? {
             engine.watch_household(&h, now);
+            engine.set_area(&h, Some(&v));
         }
         for (h, d) in alarms.store.active_devices().await? {
             engine.watch_device(&h, &d, now);
-        }
-        for (h, v) in alarms.store.household_villages().await? {
-            engine.set_area(&h, Some(&v));
         }
         Ok(Self {
             engine,

@@ -725,76 +725,33 @@ impl Store {
             .collect()
     }
 
-    pub async fn household_ids(&self) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT id FROM households ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
-    }
-
     /// The whole district as an import batch (for `hub admin export`): active devices,
     /// no secrets or tokens (only their hashes exist).
     pub async fn export(&self) -> Result<crate::import::Batch> {
-        use crate::import::*;
-        let mut b = Batch::default();
-        for r in sqlx::query("SELECT id, name FROM towns ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?
-        {
-            b.towns.push(TownRow {
-                id: r.try_get("id")?,
-                name: r.try_get("name")?,
-            });
-        }
-        for r in sqlx::query("SELECT id, town_id, name FROM villages ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?
-        {
-            b.villages.push(VillageRow {
-                id: r.try_get("id")?,
-                town_id: r.try_get("town_id")?,
-                name: r.try_get("name")?,
-            });
-        }
-        for r in sqlx::query("SELECT id, village_id, address FROM households ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?
-        {
-            b.households.push(HouseholdRow {
-                id: r.try_get("id")?,
-                village_id: r.try_get("village_id")?,
-                address: r.try_get("address")?,
-            });
-        }
-        for r in sqlx::query("SELECT id, household_id, name, phone FROM elders ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?
-        {
-            b.elders.push(ElderRow {
-                id: r.try_get("id")?,
-                household_id: r.try_get("household_id")?,
-                name: r.try_get("name")?,
-                phone: r.try_get("phone")?,
-            });
-        }
-        for r in sqlx::query("SELECT id, household_id, kind, vendor FROM devices WHERE revoked_at IS NULL ORDER BY id").fetch_all(&self.pool).await? {
-            b.devices.push(DeviceRow { id: r.try_get("id")?, household_id: r.try_get("household_id")?, kind: r.try_get("kind")?, vendor: r.try_get("vendor")?, secret: None });
-        }
-        for r in sqlx::query("SELECT id, name, phone, role, scope_kind, scope_id, priority FROM contacts ORDER BY id").fetch_all(&self.pool).await? {
-            let kind: String = r.try_get("scope_kind")?;
-            let id: String = r.try_get("scope_id")?;
-            let scope = Scope::from_parts(&kind, id)?;
-            b.contacts.push(ContactRow {
-                id: r.try_get("id")?,
-                name: r.try_get("name")?,
-                phone: r.try_get("phone")?,
-                role: r.try_get("role")?,
-                scope: scope.to_string(),
-                priority: Some(r.try_get("priority")?),
-                token: None,
-            });
-        }
-        Ok(b)
+        let pool = &self.pool;
+        Ok(crate::import::Batch {
+            towns: sqlx::query_as("SELECT id, name FROM towns ORDER BY id")
+                .fetch_all(pool)
+                .await?,
+            villages: sqlx::query_as("SELECT id, town_id, name FROM villages ORDER BY id")
+                .fetch_all(pool)
+                .await?,
+            households: sqlx::query_as(
+                "SELECT id, village_id, address FROM households ORDER BY id",
+            )
+            .fetch_all(pool)
+            .await?,
+            elders: sqlx::query_as("SELECT id, household_id, name, phone FROM elders ORDER BY id")
+                .fetch_all(pool)
+                .await?,
+            // Secrets and tokens are never exported (only their hashes exist).
+            devices: sqlx::query_as("SELECT id, household_id, kind, vendor, NULL AS secret FROM devices WHERE revoked_at IS NULL ORDER BY id")
+                .fetch_all(pool)
+                .await?,
+            contacts: sqlx::query_as("SELECT id, name, phone, role, CASE WHEN scope_kind = 'district' THEN 'district' ELSE scope_kind || ':' || scope_id END AS scope, priority, NULL AS token FROM contacts ORDER BY id")
+                .fetch_all(pool)
+                .await?,
+        })
     }
 
     /// (household, village) for every household: the rule engine groups outages by village.

@@ -47,12 +47,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddr {
         parts: &mut axum::http::request::Parts,
         _: &S,
     ) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddr(
-            parts
-                .extensions
-                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                .map(|ci| ci.0.ip().to_string()),
-        ))
+        Ok(ClientAddr(super::client_addr(parts)))
     }
 }
 
@@ -69,34 +64,6 @@ fn failed(f: &Failures, username: &str) -> bool {
     }
     e.0 += 1;
     e.0 > MAX_FAILURES
-}
-
-async fn audit_anonymous(
-    state: &AppState,
-    actor: &str,
-    action: &str,
-    outcome: &str,
-    src: Option<String>,
-) {
-    let caller = Caller {
-        contact: crate::store::Contact {
-            id: actor.to_owned(),
-            role: String::new(),
-            scope: crate::store::Scope::District,
-            priority: 0,
-        },
-        source: src,
-        session: None,
-    };
-    authz::audit(
-        state,
-        &caller,
-        action,
-        &format!("account:{actor}"),
-        outcome,
-        serde_json::json!({}),
-    )
-    .await;
 }
 
 /// `POST /api/login` `{"username","password"}` → `{"token","account_id","expires_at"}` and
@@ -125,7 +92,16 @@ pub(super) async fn login(
     let Some((account, _)) = found.filter(|_| ok) else {
         metrics::counter!("anxin_logins_total", "outcome" => "failed").increment(1);
         tracing::info!("login failed");
-        audit_anonymous(&state, "unknown", "login", "denied", src).await;
+        authz::audit_as(
+            &state,
+            "unknown",
+            src.as_deref(),
+            "login",
+            "account:unknown",
+            "denied",
+            serde_json::json!({}),
+        )
+        .await;
         if failed(&state.login_failures, &b.username) {
             tokio::time::sleep(FAILURE_DELAY).await;
         }
@@ -142,7 +118,16 @@ pub(super) async fn login(
         .await?;
     metrics::counter!("anxin_logins_total", "outcome" => "ok").increment(1);
     tracing::info!(account = %account, "login");
-    audit_anonymous(&state, &account, "login", "allowed", src).await;
+    authz::audit_as(
+        &state,
+        &account,
+        src.as_deref(),
+        "login",
+        &format!("account:{account}"),
+        "allowed",
+        serde_json::json!({}),
+    )
+    .await;
     let cookie = format!(
         "{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
         SESSION_MS / 1000

@@ -203,10 +203,7 @@ impl FromRequestParts<AppState> for Caller {
                     .and_then(|r| r.strip_prefix('='))
             })
             .map(str::to_owned);
-        let source = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|ci| ci.0.ip().to_string());
+        let source = client_addr(parts);
         let store = &state.alarms.store;
         // An API token (contacts), or a session (accounts: bearer or the board's cookie).
         if let Some(token) = header.or(query) {
@@ -236,6 +233,14 @@ impl FromRequestParts<AppState> for Caller {
             None => Err(ApiError::Unauthorized),
         }
     }
+}
+
+/// The client's address, when the server was started with connect info (for the audit log).
+fn client_addr(parts: &Parts) -> Option<String> {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|ci| ci.0.ip().to_string())
 }
 
 /// The scope a request asks for (`?scope=village:v-1`), within the caller's own.
