@@ -138,6 +138,7 @@ impl App {
             rules: rules_handle,
             kicks: kicks.clone(),
             login_failures: Default::default(),
+            credentials_ended: tokio::sync::broadcast::channel(64).0,
         });
         let http_stop = servers.clone();
         tracker.spawn(async move {

@@ -51,10 +51,34 @@ impl Action {
 /// The authenticated caller and where the request came from (for the audit log).
 #[derive(Debug, Clone)]
 pub struct Caller {
+    /// The account (id, role, scope).
     pub contact: Contact,
     pub source: Option<String>,
     /// The session token, when the caller logged in (not for API tokens).
     pub session: Option<String>,
+    /// The API token used, when the caller did not log in.
+    pub api_token: Option<crate::store::ApiToken>,
+}
+
+impl Caller {
+    /// Does the credential this caller presented still hold (not logged out, revoked,
+    /// expired, or ended by a password change)? Long-lived connections (the websocket)
+    /// ask this again, so that taking a credential away also closes them.
+    pub async fn still_valid(&self, state: &AppState) -> Result<bool, crate::store::StoreError> {
+        let store = &state.alarms.store;
+        let now = state.alarms.now();
+        if let Some(token) = &self.session {
+            return Ok(store.session_principal(token, now).await?.is_some());
+        }
+        match &self.api_token {
+            Some(t) => {
+                Ok(store.api_token(&t.id).await?.is_some_and(|t| {
+                    t.revoked_at.is_none() && t.expires_at.is_none_or(|e| e > now)
+                }) && store.account(&t.account_id).await?.is_some())
+            }
+            None => Ok(false),
+        }
+    }
 }
 
 /// Deny, log and audit. `hide` answers 404 instead of 403 (reads outside one's scope).
@@ -132,7 +156,7 @@ pub async fn audit_as(
 
 fn role_allows(c: &Caller, action: Action) -> Result<(), &'static str> {
     match (&c.contact.scope, action) {
-        (Scope::Household(_), a) if !a.family_may() => Err(match a {
+        (scope, a) if scope.is_family() && !a.family_may() => Err(match a {
             Action::RecordVisit => "visits are checked in by care staff",
             Action::Report => "this report is for staff",
             _ => "only district staff can do this",
@@ -251,12 +275,18 @@ mod tests {
             },
             source: None,
             session: None,
+            api_token: None,
         }
     }
 
     #[test]
     fn roles_and_actions() {
         let family = caller(Scope::Household("h".into()));
+        let homes = caller(Scope::households(vec!["h2".into(), "h1".into()]));
+        assert_eq!(
+            homes.contact.scope,
+            Scope::Households(vec!["h1".into(), "h2".into()])
+        );
         let village = caller(Scope::Village("v".into()));
         let district = caller(Scope::District);
         for (c, a, ok) in [
@@ -266,6 +296,10 @@ mod tests {
             (&family, Action::RecordVisit, false),
             (&family, Action::Report, false),
             (&family, Action::Administer, false),
+            (&homes, Action::ActOnAlarm, true),
+            (&homes, Action::RecordVisit, false),
+            (&homes, Action::Report, false),
+            (&homes, Action::Administer, false),
             (&village, Action::RecordVisit, true),
             (&village, Action::Report, true),
             (&village, Action::Administer, false),

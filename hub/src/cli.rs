@@ -138,6 +138,10 @@ pub enum Admin {
         scope: String,
         #[arg(long, default_value_t = 0)]
         priority: i64,
+        /// The account this contact is (default: the contact's id). A family member who
+        /// is a contact for several homes uses one account for all of them and sees all.
+        #[arg(long)]
+        account: Option<String>,
     },
     /// Give a device a new secret (printed once). Changes the database only: a running
     /// hub closes the old connection only when rotated over REST (docs/api.md).
@@ -362,8 +366,12 @@ async fn admin(store: &Store, cmd: Admin, now: i64) -> anyhow::Result<()> {
             role,
             scope,
             priority,
+            account,
         } => {
             check_id("contact", &id)?;
+            if let Some(a) = &account {
+                check_id("account", a)?;
+            }
             if !["family", "village", "town", "district"].contains(&role.as_str()) {
                 anyhow::bail!("role must be family, village, town or district");
             }
@@ -377,11 +385,12 @@ async fn admin(store: &Store, cmd: Admin, now: i64) -> anyhow::Result<()> {
                     &role,
                     &scope,
                     priority,
+                    account.as_deref(),
                     &token,
                     now,
                 )
                 .await?;
-            println!("contact {id} created.\nAPI token (shown once): {token}");
+            println!("contact {id} created.\nAPI token of account {} (shown once; expires in 365 days): {token}", account.as_deref().unwrap_or(&id));
         }
         Admin::RotateDevice { id } => {
             let (secret, hash) = secrets::new_hashed_secret().await?;

@@ -58,12 +58,21 @@ pub async fn seed(store: &Store, now: Millis) -> anyhow::Result<()> {
         "every demo device must use the demo secret"
     );
     let hashes = vec![Some(hash); batch.devices.len()];
-    let tokens: Vec<Option<String>> = batch.contacts.iter().map(|c| c.token.clone()).collect();
+    let tokens: Vec<Option<String>> = batch
+        .contacts
+        .iter()
+        .map(|c| c.token.clone().filter(|t| !t.is_empty()))
+        .collect();
+    // Every demo account needs a token (a second row of the same account may omit it).
     anyhow::ensure!(
-        tokens
-            .iter()
-            .all(|t| t.as_deref().is_some_and(|t| !t.is_empty())),
-        "every demo contact needs a token"
+        batch.contacts.iter().zip(&tokens).all(|(c, t)| t.is_some()
+            || c.account
+                .as_deref()
+                .is_some_and(|a| batch
+                    .contacts
+                    .iter()
+                    .any(|o| o.account.as_deref() == Some(a) && o.token.is_some()))),
+        "every demo account needs a token"
     );
     store.import(&batch, &hashes, &tokens, now).await?;
     Ok(())

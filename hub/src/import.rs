@@ -6,7 +6,7 @@
 //! is reported as `file:line: reason`. Nothing is written unless every row is valid, and
 //! then everything is written in one transaction.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -68,7 +68,13 @@ pub struct ContactRow {
     pub scope: String,
     #[serde(default)]
     pub priority: Option<i64>,
-    /// Optional API token: without it one is generated and reported once.
+    /// The account this contact is (logs in, holds API tokens); empty: the contact's own
+    /// id. Rows of one family member for several homes share an account, which then
+    /// sees all of them.
+    #[serde(default)]
+    pub account: Option<String>,
+    /// Optional API token of the contact's account: without it a new contact's account
+    /// gets one, reported once.
     #[serde(default)]
     pub token: Option<String>,
 }
@@ -205,7 +211,7 @@ pub async fn apply(
     let existing_devices = store.ids("devices").await?;
     let existing_contacts = store.ids("contacts").await?;
     let mut report = ImportReport::default();
-    let mut by_secret: std::collections::HashMap<String, String> = Default::default();
+    let mut by_secret: HashMap<String, String> = Default::default();
     let mut hashes = Vec::with_capacity(batch.devices.len());
     for d in &batch.devices {
         let secret = match d
@@ -240,12 +246,27 @@ pub async fn apply(
         };
         hashes.push(Some(hash));
     }
+    // A new account gets one token (on its first row), unless the file gives one.
+    let account_of = |c: &ContactRow| {
+        c.account
+            .clone()
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| c.id.clone())
+    };
+    let mut has_token: HashSet<String> = store.ids("accounts").await?;
+    has_token.extend(
+        batch
+            .contacts
+            .iter()
+            .filter(|c| c.token.as_deref().is_some_and(|t| !t.is_empty()))
+            .map(account_of),
+    );
     let tokens: Vec<Option<String>> = batch
         .contacts
         .iter()
         .map(|c| match c.token.as_deref().filter(|t| !t.is_empty()) {
             Some(t) => Some(t.to_owned()),
-            None if existing_contacts.contains(&c.id) => None,
+            None if existing_contacts.contains(&c.id) || !has_token.insert(account_of(c)) => None,
             None => {
                 let t = crate::secrets::random_token();
                 report.contact_tokens.push((c.id.clone(), t.clone()));
@@ -435,6 +456,45 @@ pub fn load_from(
             ));
         }
     }
+    // Rows that share an account: one role, and staff one scope (an account has one).
+    let mut accounts: HashMap<&str, (u64, &str, &str)> = HashMap::new();
+    let mut tokens: HashMap<&str, u64> = HashMap::new();
+    let mut account_tokens: HashMap<&str, u64> = HashMap::new();
+    for (line, r) in &contacts {
+        let account = r.account.as_deref().filter(|a| !a.is_empty());
+        if let Some(a) = account {
+            if let Err(e) = DeviceId::parse(a) {
+                errors.push(format!(
+                    "contacts.csv:{line}: account {a:?}: {}",
+                    e.replace("device id", "id")
+                ));
+            }
+        }
+        let account = account.unwrap_or(&r.id);
+        match accounts.get(account) {
+            Some((first, role, _)) if *role != r.role => errors.push(format!(
+                "contacts.csv:{line}: account {account:?} is a {role} account (line {first}); one account has one role"
+            )),
+            Some((first, _, scope)) if r.role != "family" && *scope != r.scope => errors.push(format!(
+                "contacts.csv:{line}: account {account:?} already has scope {scope:?} (line {first}); a staff account has one scope"
+            )),
+            Some(_) => {}
+            None => {
+                accounts.insert(account, (*line, &r.role, &r.scope));
+            }
+        }
+        if let Some(t) = r.token.as_deref().filter(|t| !t.is_empty()) {
+            if let Some(first) = tokens.insert(t, *line) {
+                errors.push(format!(
+                    "contacts.csv:{line}: the same token as line {first}; every token must be different"
+                ));
+            } else if let Some(first) = account_tokens.insert(account, *line) {
+                errors.push(format!(
+                    "contacts.csv:{line}: account {account:?} already gets a token on line {first}; give one token per account"
+                ));
+            }
+        }
+    }
     for (line, r) in &contacts {
         if r.name.is_empty() {
             errors.push(format!("contacts.csv:{line}: name is empty"));
@@ -484,7 +544,8 @@ pub fn load_from(
             crate::store::Scope::Household(h) => ("households", h, &household_ids),
             crate::store::Scope::Village(v) => ("villages", v, &village_ids),
             crate::store::Scope::Town(t) => ("towns", t, &town_ids),
-            crate::store::Scope::District => continue,
+            // (`Scope::parse` never makes a multi-household scope.)
+            crate::store::Scope::District | crate::store::Scope::Households(_) => continue,
         };
         if !here.contains(id.as_str()) && !known(table, id) {
             errors.push(format!(
@@ -623,6 +684,59 @@ v-1,t-db,One
     }
 
     #[test]
+    fn contacts_sharing_an_account_are_one_person() {
+        let d = dir(&[
+            (
+                "households.csv",
+                "id,village_id,address
+h-1,v-db,a
+h-2,v-db,b
+",
+            ),
+            (
+                "contacts.csv",
+                "id,name,phone,role,scope,priority,account,token
+\
+                 c-1,Li,,family,household:h-1,0,li,token-one
+\
+                 c-2,Li,,family,household:h-2,0,li,
+\
+                 c-3,Li,,village,village:v-db,0,li,
+\
+                 c-4,Wang,,village,village:v-db,0,wang,token-two
+\
+                 c-5,Wang,,village,village:v-other,0,wang,
+\
+                 c-6,Zhao,,family,household:h-1,0,zhao,token-one
+\
+                 c-7,Sun,,family,household:h-1,0,li,token-three
+\
+                 c-8,Qian,,family,household:h-2,0,Not Valid,
+",
+            ),
+        ]);
+        let err = load(d.path(), &|table, id| {
+            table == "villages" && ["v-db", "v-other"].contains(&id)
+        })
+        .expect_err("invalid")
+        .0
+        .join("\n");
+        for needle in [
+            "contacts.csv:4: account \"li\" is a family account (line 2)",
+            "contacts.csv:6: account \"wang\" already has scope \"village:v-db\" (line 5)",
+            "contacts.csv:7: the same token as line 2",
+            "contacts.csv:8: account \"li\" already gets a token on line 2",
+            "contacts.csv:9: account \"Not Valid\"",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+        }
+        // One family member for two homes, the second row without a token: fine.
+        for fine in ["contacts.csv:2:", "contacts.csv:3:", "contacts.csv:5:"] {
+            assert!(!err.contains(fine), "{fine} is valid:\n{err}");
+        }
+    }
+
+    #[test]
     fn the_demo_district_in_the_repository_is_a_valid_import() {
         let d = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/district");
         let b = load(&d, &|_, _| false).expect("demo/district imports");
@@ -634,7 +748,7 @@ v-1,t-db,One
                 b.devices.len(),
                 b.contacts.len()
             ),
-            (2, 3, 3, 9, 7)
+            (2, 3, 3, 9, 9)
         );
         assert_eq!(
             b.contacts.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),

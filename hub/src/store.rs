@@ -32,7 +32,8 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Who may see what. Staff see a village, a town or the district; family see a household.
+/// Who may see what. Staff see a village, a town or the district; family see a household,
+/// or several (a family account linked to more than one home).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", content = "id", rename_all = "snake_case")]
 pub enum Scope {
@@ -40,6 +41,9 @@ pub enum Scope {
     Town(String),
     Village(String),
     Household(String),
+    /// Several households, sorted (a family account's homes); never empty in practice,
+    /// and an empty list covers nothing.
+    Households(Vec<String>),
 }
 
 impl Scope {
@@ -56,12 +60,40 @@ impl Scope {
         }
     }
 
+    /// A family's scope: one household as `Household`, several as sorted `Households`.
+    pub fn households(mut ids: Vec<String>) -> Scope {
+        ids.sort();
+        ids.dedup();
+        if ids.len() == 1 {
+            Scope::Household(ids.remove(0))
+        } else {
+            Scope::Households(ids)
+        }
+    }
+
+    /// A family scope (one or several households)?
+    pub fn is_family(&self) -> bool {
+        matches!(self, Scope::Household(_) | Scope::Households(_))
+    }
+
+    /// The households of a family scope (empty for staff scopes).
+    pub fn household_ids(&self) -> &[String] {
+        match self {
+            Scope::Household(h) => std::slice::from_ref(h),
+            Scope::Households(hs) => hs,
+            _ => &[],
+        }
+    }
+
+    /// (kind, id) as stored for a contact or an account. A multi-household scope comes
+    /// from several contacts of one account; here it names its first household.
     pub(crate) fn parts(&self) -> (&'static str, &str) {
         match self {
             Scope::District => ("district", "district"),
             Scope::Town(id) => ("town", id),
             Scope::Village(id) => ("village", id),
             Scope::Household(id) => ("household", id),
+            Scope::Households(ids) => ("household", ids.first().map_or("", String::as_str)),
         }
     }
 
@@ -82,6 +114,10 @@ impl Scope {
             Scope::Town(t) => &a.town_id == t,
             Scope::Village(v) => &a.village_id == v,
             Scope::Household(h) => a.household_id.as_deref() == Some(h.as_str()),
+            Scope::Households(hs) => a
+                .household_id
+                .as_deref()
+                .is_some_and(|h| hs.iter().any(|x| x == h)),
         }
     }
 }
@@ -90,6 +126,7 @@ impl std::fmt::Display for Scope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Scope::District => f.write_str("district"),
+            Scope::Households(ids) => write!(f, "households:{}", ids.join(",")),
             other => {
                 let (k, id) = other.parts();
                 write!(f, "{k}:{id}")
@@ -173,6 +210,23 @@ pub struct Contact {
     pub role: String,
     pub scope: Scope,
     pub priority: i64,
+}
+
+/// An API token as listed to its owner: never the token itself, only its public id.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, PartialEq)]
+pub struct ApiToken {
+    pub id: String,
+    pub account_id: String,
+    pub label: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+/// A public token id: 64 random bits, hex.
+fn new_token_id() -> String {
+    hex::encode(rand::random::<[u8; 8]>())
 }
 
 /// One audit log entry.
@@ -274,7 +328,62 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-const UPSERT_CONTACT: &str = "INSERT INTO contacts (id, name, phone, role, scope_kind, scope_id, priority, token_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO UPDATE SET name = excluded.name, phone = excluded.phone, role = excluded.role, scope_kind = excluded.scope_kind, scope_id = excluded.scope_id, priority = excluded.priority, token_hash = excluded.token_hash";
+const UPSERT_CONTACT: &str = "INSERT INTO contacts (id, name, phone, role, scope_kind, scope_id, priority, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO UPDATE SET name = excluded.name, phone = excluded.phone, role = excluded.role, scope_kind = excluded.scope_kind, scope_id = excluded.scope_id, priority = excluded.priority";
+
+/// How long an API token given to a contact (import, `hub admin add-contact`) lasts.
+pub const CONTACT_TOKEN_MS: i64 = 365 * 86_400_000;
+/// The label of tokens that come from contacts.csv or the CLI: a new one replaces the old.
+pub const CONTACT_TOKEN_LABEL: &str = "contact token";
+
+/// Make `account` the account of contact `contact` (created without a password when
+/// missing; its role and scope follow the contact; a family account sees the
+/// households of all its contacts). With `token`, the account's previous
+/// contact token is revoked and `token` takes its place (a token already known is
+/// left as it is: re-importing a file neither renews nor revives it).
+async fn contact_account(
+    tx: &mut Transaction<'static, Sqlite>,
+    contact: &str,
+    account: &str,
+    role: &str,
+    scope: &Scope,
+    token: Option<&str>,
+    now: Millis,
+) -> Result<()> {
+    let (kind, scope_id) = scope.parts();
+    sqlx::query("INSERT INTO accounts (id, username, password_hash, role, scope_kind, scope_id, created_at, password_changed_at) SELECT $1, CASE WHEN EXISTS (SELECT 1 FROM accounts WHERE username = $1) THEN 'contact-' || $1 ELSE $1 END, '!', $2, $3, $4, $5, $5 WHERE true ON CONFLICT (id) DO UPDATE SET role = excluded.role, scope_kind = excluded.scope_kind, scope_id = excluded.scope_id")
+        .bind(account)
+        .bind(role)
+        .bind(kind)
+        .bind(scope_id)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("UPDATE contacts SET account_id = $2 WHERE id = $1")
+        .bind(contact)
+        .bind(account)
+        .execute(&mut **tx)
+        .await?;
+    if let Some(token) = token {
+        let hash = token_hash(token);
+        sqlx::query("UPDATE api_tokens SET revoked_at = $3 WHERE account_id = $1 AND label = $4 AND token_hash <> $2 AND revoked_at IS NULL")
+            .bind(account)
+            .bind(&hash)
+            .bind(now)
+            .bind(CONTACT_TOKEN_LABEL)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("INSERT INTO api_tokens (id, token_hash, account_id, label, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (token_hash) DO NOTHING")
+            .bind(new_token_id())
+            .bind(&hash)
+            .bind(account)
+            .bind(CONTACT_TOKEN_LABEL)
+            .bind(now)
+            .bind(now + CONTACT_TOKEN_MS)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
 const UPSERT_TOWN: &str = "INSERT INTO towns (id, name) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET name = excluded.name";
 const UPSERT_VILLAGE: &str = "INSERT INTO villages (id, town_id, name) VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET town_id = excluded.town_id, name = excluded.name";
 const UPSERT_HOUSEHOLD: &str = "INSERT INTO households (id, village_id, address) VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET village_id = excluded.village_id, address = excluded.address";
@@ -400,6 +509,7 @@ impl Store {
             "households" => "SELECT id FROM households",
             "devices" => "SELECT id FROM devices WHERE revoked_at IS NULL",
             "contacts" => "SELECT id FROM contacts",
+            "accounts" => "SELECT id FROM accounts",
             other => return Err(StoreError::Invalid(format!("no id table {other}"))),
         };
         let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
@@ -473,30 +583,39 @@ impl Store {
         for (c, token) in batch.contacts.iter().zip(contact_tokens) {
             let scope = Scope::parse(&c.scope).map_err(StoreError::Invalid)?;
             let (kind, scope_id) = scope.parts();
-            let sql = if token.is_some() {
-                UPSERT_CONTACT
-            } else {
-                "UPDATE contacts SET name = $2, phone = $3, role = $4, scope_kind = $5, scope_id = $6, priority = $7 WHERE id = $1"
-            };
-            let q = sqlx::query(sql)
+            sqlx::query(UPSERT_CONTACT)
                 .bind(&c.id)
                 .bind(&c.name)
                 .bind(c.phone.as_deref().filter(|p| !p.is_empty()))
                 .bind(&c.role)
                 .bind(kind)
                 .bind(scope_id)
-                .bind(c.priority.unwrap_or(0));
-            let q = match token {
-                Some(t) => q.bind(token_hash(t)).bind(now),
-                None => q,
-            };
-            q.execute(&mut *tx).await?;
+                .bind(c.priority.unwrap_or(0))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            let account = c
+                .account
+                .as_deref()
+                .filter(|a| !a.is_empty())
+                .unwrap_or(&c.id);
+            contact_account(
+                &mut tx,
+                &c.id,
+                account,
+                &c.role,
+                &scope,
+                token.as_deref(),
+                now,
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(())
     }
 
-    /// Create a contact with an API token (stored as its SHA-256).
+    /// Create or update a contact; it is the account `account` (default: the contact's
+    /// id), which gets `token` as an API token (stored as its SHA-256).
     #[allow(clippy::too_many_arguments)]
     pub async fn upsert_contact(
         &self,
@@ -506,10 +625,12 @@ impl Store {
         role: &str,
         scope: &Scope,
         priority: i64,
+        account: Option<&str>,
         token: &str,
         now: Millis,
     ) -> Result<()> {
         let (kind, scope_id) = scope.parts();
+        let mut tx = self.begin_write().await?;
         sqlx::query(UPSERT_CONTACT)
             .bind(id)
             .bind(name)
@@ -518,32 +639,13 @@ impl Store {
             .bind(kind)
             .bind(scope_id)
             .bind(priority)
-            .bind(token_hash(token))
             .bind(now)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        let account = account.unwrap_or(id);
+        contact_account(&mut tx, id, account, role, scope, Some(token), now).await?;
+        tx.commit().await?;
         Ok(())
-    }
-
-    pub async fn contact_by_token(&self, token: &str) -> Result<Option<Contact>> {
-        let row = sqlx::query(
-            "SELECT id, role, scope_kind, scope_id, priority FROM contacts WHERE token_hash = $1",
-        )
-        .bind(token_hash(token))
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| {
-            Ok(Contact {
-                id: r.try_get("id")?,
-                role: r.try_get("role")?,
-                scope: Scope::from_parts(
-                    r.try_get::<&str, _>("scope_kind")?,
-                    r.try_get("scope_id")?,
-                )?,
-                priority: r.try_get("priority")?,
-            })
-        })
-        .transpose()
     }
 
     // ----- accounts and sessions ------------------------------------------------------
@@ -614,25 +716,148 @@ impl Store {
         Ok(())
     }
 
-    /// The account behind a live session, as a principal (same shape as a contact).
-    pub async fn session_principal(&self, token: &str, now: Millis) -> Result<Option<Contact>> {
-        let row = sqlx::query("SELECT a.id, a.role, a.scope_kind, a.scope_id FROM sessions s JOIN accounts a ON a.id = s.account_id WHERE s.token_hash = $1 AND s.expires_at > $2 AND a.disabled_at IS NULL")
+    /// The account behind a live session, as a principal (same shape as a contact),
+    /// and when the session ends.
+    pub async fn session_principal(
+        &self,
+        token: &str,
+        now: Millis,
+    ) -> Result<Option<(Contact, Millis)>> {
+        let row = sqlx::query("SELECT a.id, a.role, a.scope_kind, a.scope_id, s.expires_at FROM sessions s JOIN accounts a ON a.id = s.account_id WHERE s.token_hash = $1 AND s.expires_at > $2 AND a.disabled_at IS NULL")
             .bind(token_hash(token))
             .bind(now)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| {
-            Ok(Contact {
-                id: r.try_get("id")?,
-                role: r.try_get("role")?,
-                scope: Scope::from_parts(
-                    r.try_get::<&str, _>("scope_kind")?,
-                    r.try_get("scope_id")?,
-                )?,
-                priority: 0,
-            })
+        match row {
+            Some(r) => Ok(Some((self.principal(&r).await?, r.try_get("expires_at")?))),
+            None => Ok(None),
+        }
+    }
+
+    /// The account behind a live API token, and the token's row.
+    pub async fn api_token_principal(
+        &self,
+        token: &str,
+        now: Millis,
+    ) -> Result<Option<(Contact, ApiToken)>> {
+        let row = sqlx::query("SELECT a.id, a.role, a.scope_kind, a.scope_id, t.id AS t_id, t.label, t.created_at, t.expires_at, t.last_used_at, t.revoked_at FROM api_tokens t JOIN accounts a ON a.id = t.account_id WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > $2) AND a.disabled_at IS NULL")
+            .bind(token_hash(token))
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(r) = row else { return Ok(None) };
+        let principal = self.principal(&r).await?;
+        let t = ApiToken {
+            id: r.try_get("t_id")?,
+            account_id: principal.id.clone(),
+            label: r.try_get("label")?,
+            created_at: r.try_get("created_at")?,
+            expires_at: r.try_get("expires_at")?,
+            last_used_at: r.try_get("last_used_at")?,
+            revoked_at: r.try_get("revoked_at")?,
+        };
+        Ok(Some((principal, t)))
+    }
+
+    /// An account row (id, role, scope_kind, scope_id) as a principal. A family account
+    /// sees its own household and those of every contact that belongs to it.
+    async fn principal(&self, r: &sqlx::sqlite::SqliteRow) -> Result<Contact> {
+        let id: String = r.try_get("id")?;
+        let kind: &str = r.try_get("scope_kind")?;
+        let scope = if kind == "household" {
+            let mut homes: Vec<String> = sqlx::query_scalar(
+                "SELECT scope_id FROM contacts WHERE account_id = $1 AND scope_kind = 'household'",
+            )
+            .bind(&id)
+            .fetch_all(&self.pool)
+            .await?;
+            homes.push(r.try_get("scope_id")?);
+            Scope::households(homes)
+        } else {
+            Scope::from_parts(kind, r.try_get("scope_id")?)?
+        };
+        Ok(Contact {
+            id,
+            role: r.try_get("role")?,
+            scope,
+            priority: 0,
         })
-        .transpose()
+    }
+
+    /// Note that a token was used (at most once an hour per token: not a write per request).
+    pub async fn touch_api_token(&self, t: &ApiToken, now: Millis) -> Result<()> {
+        if t.last_used_at.is_some_and(|at| now - at < 3_600_000) {
+            return Ok(());
+        }
+        sqlx::query("UPDATE api_tokens SET last_used_at = $2 WHERE id = $1")
+            .bind(&t.id)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// A new API token for an account (stored as its SHA-256); returns its public id.
+    pub async fn create_api_token(
+        &self,
+        account: &str,
+        token: &str,
+        label: &str,
+        now: Millis,
+        expires_at: Option<Millis>,
+    ) -> Result<String> {
+        let id = new_token_id();
+        sqlx::query("INSERT INTO api_tokens (id, token_hash, account_id, label, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(&id)
+            .bind(token_hash(token))
+            .bind(account)
+            .bind(label)
+            .bind(now)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(id)
+    }
+
+    /// An account's tokens, newest first (revoked and expired ones included).
+    pub async fn api_tokens(&self, account: &str) -> Result<Vec<ApiToken>> {
+        Ok(sqlx::query_as("SELECT id, account_id, label, created_at, expires_at, last_used_at, revoked_at FROM api_tokens WHERE account_id = $1 ORDER BY created_at DESC, id")
+            .bind(account)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// One token by its public id.
+    pub async fn api_token(&self, id: &str) -> Result<Option<ApiToken>> {
+        Ok(sqlx::query_as("SELECT id, account_id, label, created_at, expires_at, last_used_at, revoked_at FROM api_tokens WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Revoke a token; false when it was already revoked or does not exist.
+    pub async fn revoke_api_token(&self, id: &str, now: Millis) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// An enabled account as a principal (id, role, scope).
+    pub async fn account(&self, id: &str) -> Result<Option<Contact>> {
+        let row =
+            sqlx::query("SELECT id, role, scope_kind, scope_id FROM accounts WHERE id = $1 AND disabled_at IS NULL")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        match row {
+            Some(r) => Ok(Some(self.principal(&r).await?)),
+            None => Ok(None),
+        }
     }
 
     /// End one session (logout).
@@ -672,6 +897,29 @@ impl Store {
 
     /// Is `inner` inside `outer`? (e.g. a village inside a town). Unknown ids are outside.
     pub async fn scope_within(&self, inner: &Scope, outer: &Scope) -> Result<bool> {
+        match inner {
+            Scope::Households(hs) => {
+                for h in hs {
+                    if !self
+                        .single_within(&Scope::Household(h.clone()), outer)
+                        .await?
+                    {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
+            single => self.single_within(single, outer).await,
+        }
+    }
+
+    async fn single_within(&self, inner: &Scope, outer: &Scope) -> Result<bool> {
+        if let Scope::Households(hs) = outer {
+            return Ok(match inner {
+                Scope::Household(h) => hs.contains(h) && self.scope_exists(inner).await?,
+                _ => false,
+            });
+        }
         if inner == outer || *outer == Scope::District {
             return Ok(match inner {
                 Scope::District => *outer == Scope::District,
@@ -693,6 +941,7 @@ impl Store {
             Scope::Town(id) => sqlx::query("SELECT 1 FROM towns WHERE id = $1").bind(id),
             Scope::Village(id) => sqlx::query("SELECT 1 FROM villages WHERE id = $1").bind(id),
             Scope::Household(id) => sqlx::query("SELECT 1 FROM households WHERE id = $1").bind(id),
+            Scope::Households(_) => return Ok(false),
         };
         Ok(q.fetch_optional(&self.pool).await?.is_some())
     }
@@ -748,7 +997,7 @@ impl Store {
             devices: sqlx::query_as("SELECT id, household_id, kind, vendor, NULL AS secret FROM devices WHERE revoked_at IS NULL ORDER BY id")
                 .fetch_all(pool)
                 .await?,
-            contacts: sqlx::query_as("SELECT id, name, phone, role, CASE WHEN scope_kind = 'district' THEN 'district' ELSE scope_kind || ':' || scope_id END AS scope, priority, NULL AS token FROM contacts ORDER BY id")
+            contacts: sqlx::query_as("SELECT id, name, phone, role, CASE WHEN scope_kind = 'district' THEN 'district' ELSE scope_kind || ':' || scope_id END AS scope, priority, CASE WHEN account_id = id THEN NULL ELSE account_id END AS account, NULL AS token FROM contacts ORDER BY id")
                 .fetch_all(pool)
                 .await?,
         })
@@ -912,18 +1161,7 @@ impl Store {
             .push(" AND vi.started_at < ")
             .push_bind(to)
             .push(" WHERE 1 = 1");
-        match scope {
-            Scope::District => {}
-            Scope::Town(t) => {
-                qb.push(" AND v.town_id = ").push_bind(t.clone());
-            }
-            Scope::Village(v) => {
-                qb.push(" AND h.village_id = ").push_bind(v.clone());
-            }
-            Scope::Household(h) => {
-                qb.push(" AND h.id = ").push_bind(h.clone());
-            }
-        }
+        push_scope_in(&mut qb, scope, ["v.town_id", "h.village_id", "h.id"]);
         qb.push(" GROUP BY h.village_id, v.town_id, h.id ORDER BY h.village_id, h.id");
         let rows = qb.build().fetch_all(&self.pool).await?;
         let mut out: Vec<VillageCompliance> = Vec::new();
@@ -1467,16 +1705,34 @@ impl Store {
 }
 
 fn push_scope(qb: &mut sqlx::QueryBuilder<'_, Sqlite>, scope: &Scope) {
+    push_scope_in(qb, scope, ["town_id", "village_id", "household_id"]);
+}
+
+/// `AND <column> ...` restricting a query to `scope`; `cols` name the town, village and
+/// household columns.
+fn push_scope_in(qb: &mut sqlx::QueryBuilder<'_, Sqlite>, scope: &Scope, cols: [&str; 3]) {
+    let [town, village, household] = cols;
     match scope {
         Scope::District => {}
         Scope::Town(t) => {
-            qb.push(" AND town_id = ").push_bind(t.clone());
+            qb.push(format!(" AND {town} = ")).push_bind(t.clone());
         }
         Scope::Village(v) => {
-            qb.push(" AND village_id = ").push_bind(v.clone());
+            qb.push(format!(" AND {village} = ")).push_bind(v.clone());
         }
         Scope::Household(h) => {
-            qb.push(" AND household_id = ").push_bind(h.clone());
+            qb.push(format!(" AND {household} = ")).push_bind(h.clone());
+        }
+        Scope::Households(hs) if hs.is_empty() => {
+            qb.push(" AND 1 = 0");
+        }
+        Scope::Households(hs) => {
+            qb.push(format!(" AND {household} IN ("));
+            let mut list = qb.separated(", ");
+            for h in hs {
+                list.push_bind(h.clone());
+            }
+            qb.push(")");
         }
     }
 }

@@ -11,7 +11,7 @@ async fn add_account(hub: &TestHub, id: &str, username: &str, password: &str, sc
     let hash = hub::secrets::hash_secret(password).expect("hash");
     let scope = hub::store::Scope::parse(scope).expect("scope");
     let role = match &scope {
-        hub::store::Scope::Household(_) => "family",
+        hub::store::Scope::Household(_) | hub::store::Scope::Households(_) => "family",
         hub::store::Scope::Village(_) => "village",
         hub::store::Scope::Town(_) => "town",
         hub::store::Scope::District => "district",
@@ -221,4 +221,158 @@ async fn guessing_a_password_is_slowed_but_the_right_one_still_works() {
         t.elapsed() < std::time::Duration::from_secs(2),
         "never locked out"
     );
+}
+
+/// API tokens belong to accounts: created from a logged-in session (shown once), listed
+/// without the secret, used as bearer or on the websocket, revoked (the open websocket is
+/// closed at once), and they expire. Logout and a password change close the websockets of
+/// the sessions they end.
+#[tokio::test]
+async fn api_tokens_belong_to_an_account_expire_and_revoke_and_close_websockets() {
+    let hub = TestHub::spawn().await;
+    add_account(&hub, "a-li", "li.t1", "correct horse battery", "town:t-1").await;
+    let api = hub.api();
+    let session = login(&hub, "li.t1", "correct horse battery")
+        .await
+        .json::<Value>()
+        .await
+        .expect("json")["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+
+    // Bad requests: no label, too long a life.
+    for body in [
+        json!({"label": ""}),
+        json!({"label": "pc", "expires_in_days": 0}),
+        json!({"label": "pc", "expires_in_days": 366}),
+    ] {
+        let (s, b) = api
+            .call(Method::POST, &session, "/api/tokens", Some(body.clone()))
+            .await;
+        assert_eq!(s, 400, "{body} -> {b}");
+    }
+    let (s, made) = api
+        .call(
+            Method::POST,
+            &session,
+            "/api/tokens",
+            Some(json!({"label": "town office PC", "expires_in_days": 30})),
+        )
+        .await;
+    assert_eq!(s, 201, "{made}");
+    let token = made["token"].as_str().expect("token shown once").to_owned();
+    let id = made["id"].as_str().expect("id").to_owned();
+    let now = hub::clock::Clock::now(&hub.clock);
+    assert_eq!(made["expires_at"], json!(now + 30 * 86_400_000));
+
+    // The token is the account: same id and scope.
+    let (s, me) = api.get(&token, "/api/me").await;
+    assert_eq!(s, 200);
+    assert_eq!(me["id"], "a-li");
+    assert_eq!(me["scope"], json!({"kind": "town", "id": "t-1"}));
+    assert_eq!(api.get(&token, "/api/alarms?scope=town:t-2").await.0, 403);
+
+    // Listed without the secret; an API token cannot mint more tokens.
+    let (s, list) = api.get(&session, "/api/tokens").await;
+    assert_eq!(s, 200);
+    assert_eq!(list["tokens"][0]["id"], json!(id));
+    assert_eq!(list["tokens"][0]["label"], "town office PC");
+    assert!(list["tokens"][0]["last_used_at"].is_i64(), "{list}");
+    assert!(
+        !list.to_string().contains(&token),
+        "the token is never listed"
+    );
+    let (s, _) = api
+        .call(
+            Method::POST,
+            &token,
+            "/api/tokens",
+            Some(json!({"label": "more"})),
+        )
+        .await;
+    assert_eq!(s, 403);
+
+    // Someone else's token cannot be listed or revoked (404, like a missing one); the
+    // district can see it.
+    assert_eq!(
+        api.get("demo-village-1", "/api/tokens?account=a-li")
+            .await
+            .0,
+        403
+    );
+    let (s, _) = api
+        .call(
+            Method::DELETE,
+            "demo-village-1",
+            &format!("/api/tokens/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+    let (s, seen) = api.get("demo-district", "/api/tokens?account=a-li").await;
+    assert_eq!(s, 200);
+    assert_eq!(seen["tokens"][0]["id"], json!(id));
+
+    // Revoking closes the websocket that uses the token, at once; a websocket of the
+    // same account on another credential (its session) stays open.
+    let mut ws = hub.ws(&token, None).await;
+    let mut still = hub.ws(&session, None).await;
+    let (s, _) = api
+        .call(Method::DELETE, &session, &format!("/api/tokens/{id}"), None)
+        .await;
+    assert_eq!(s, 204);
+    assert_eq!(
+        ws.close_code(std::time::Duration::from_secs(5)).await,
+        Some(hub::http::WS_CLOSE_CREDENTIAL_ENDED)
+    );
+    assert_eq!(api.get(&token, "/api/me").await.0, 401);
+    assert_eq!(
+        still
+            .close_code(std::time::Duration::from_millis(300))
+            .await,
+        None,
+        "the session's websocket is not closed by another token's revocation"
+    );
+
+    let (_, short) = api
+        .call(
+            Method::POST,
+            &session,
+            "/api/tokens",
+            Some(json!({"label": "one day", "expires_in_days": 1})),
+        )
+        .await;
+    let short = short["token"].as_str().expect("token").to_owned();
+
+    // Logout closes the session's websocket.
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/logout", hub.http))
+        .bearer_auth(&session)
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        still.close_code(std::time::Duration::from_secs(5)).await,
+        Some(hub::http::WS_CLOSE_CREDENTIAL_ENDED)
+    );
+
+    // Tokens expire.
+    assert_eq!(api.get(&short, "/api/me").await.0, 200);
+    hub.advance(86_400 + 1);
+    assert_eq!(api.get(&short, "/api/me").await.0, 401);
+
+    // Created and revoked tokens are audited.
+    let (_, audit) = api.get("demo-district", "/api/audit?limit=1000").await;
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["actor"] == "a-li")
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for a in ["token.create", "token.revoke", "logout"] {
+        assert!(actions.contains(&a), "{a} in {actions:?}");
+    }
 }

@@ -6,6 +6,9 @@
 //! Every row goes through one helper, [`check`]; a failing row does not stop the run, so
 //! one run prints every mismatch as a table (role, method, path, expected, got).
 //!
+//! The reading and acting-outside sections run twice: with each account's API token, and
+//! with a session from `POST /api/login` sent as the board's cookie (REST and websocket).
+//!
 //! Grouped village incidents are not created here (they need a village-wide outage):
 //! tests/tests/detection.rs covers who sees them.
 
@@ -30,10 +33,11 @@ const QUIET: Duration = Duration::from_millis(1000);
 
 const HOUSEHOLDS: [&str; 3] = ["h-1", "h-2", "h-3"];
 
-/// One demo contact and what its scope covers.
+/// One demo account and what its scope covers.
 struct Role {
     name: &'static str,
     token: &'static str,
+    /// The account id (recorded as the actor).
     contact: &'static str,
     scope: &'static str,
     households: &'static [&'static str],
@@ -54,7 +58,7 @@ impl Role {
     }
 }
 
-const ROLES: [Role; 6] = [
+const ROLES: [Role; 7] = [
     Role {
         name: "family-1",
         token: "demo-family-1",
@@ -103,11 +107,24 @@ const ROLES: [Role; 6] = [
         households: &["h-1", "h-2", "h-3"],
         villages: &["v-1", "v-2", "v-3"],
     },
+    // One family account for two homes in different towns (two contacts.csv rows with
+    // `account = family-2`; the second row has no token of its own).
+    Role {
+        name: "family-2homes",
+        token: "demo-family-2",
+        contact: "family-2",
+        scope: "households:h-2,h-3",
+        households: &["h-2", "h-3"],
+        villages: &[],
+    },
 ];
 
 /// A scope as the API writes it in JSON.
 fn scope_json(scope: &str) -> Value {
     match scope.split_once(':') {
+        Some(("households", ids)) => {
+            json!({ "kind": "households", "id": ids.split(',').collect::<Vec<_>>() })
+        }
         Some((kind, id)) => json!({ "kind": kind, "id": id }),
         None => json!({ "kind": scope }),
     }
@@ -120,10 +137,13 @@ enum Who {
     Token(&'static str),
     /// `?token=` in the query string, also on REST.
     QueryToken(&'static str),
+    /// A session token in the board's `anxin_session` cookie (REST and websocket).
+    Cookie(&'static str),
     Nobody,
 }
 
 /// What, beyond the status, a row asserts about the answer.
+#[derive(Clone)]
 enum Want {
     Status,
     /// JSON pointer → value.
@@ -141,6 +161,7 @@ enum Want {
     Live(BTreeSet<&'static str>),
 }
 
+#[derive(Clone)]
 struct Row {
     who: String,
     auth: Who,
@@ -345,8 +366,10 @@ async fn check(ctx: &mut Ctx, row: &Row) -> Result<(), String> {
     };
     let method = reqwest::Method::from_bytes(row.method.as_bytes()).expect("method");
     let mut req = ctx.http.request(method, format!("{}{path}", ctx.hub.http));
-    if let Who::Token(t) = row.auth {
-        req = req.bearer_auth(t);
+    match row.auth {
+        Who::Token(t) => req = req.bearer_auth(t),
+        Who::Cookie(t) => req = req.header("cookie", format!("anxin_session={t}")),
+        _ => {}
     }
     if let Some(b) = &row.body {
         req = req.json(b);
@@ -434,10 +457,18 @@ async fn next_json(ws: &mut WsStream, within: Duration) -> Option<Value> {
 async fn check_ws(ctx: &mut Ctx, row: &Row) -> Result<(), String> {
     let path = match row.auth {
         Who::Token(t) | Who::QueryToken(t) => with_query(&row.path, &format!("token={t}")),
-        Who::Nobody => row.path.clone(),
+        Who::Cookie(_) | Who::Nobody => row.path.clone(),
     };
     let url = format!("{}{path}", ctx.hub.http.replacen("http://", "ws://", 1));
-    let mut ws = match tokio_tungstenite::connect_async(url).await {
+    let mut req = tungstenite::client::IntoClientRequest::into_client_request(url)
+        .map_err(|e| format!("bad request: {e}"))?;
+    if let Who::Cookie(t) = row.auth {
+        req.headers_mut().insert(
+            "cookie",
+            format!("anxin_session={t}").parse().expect("header value"),
+        );
+    }
+    let mut ws = match tokio_tungstenite::connect_async(req).await {
         Ok((ws, _)) => ws,
         Err(tungstenite::Error::Http(resp)) => {
             let status = resp.status().as_u16();
@@ -517,6 +548,59 @@ async fn check_ws(ctx: &mut Ctx, row: &Row) -> Result<(), String> {
     result
 }
 
+/// Give every role's account a password and log in: account id → session token.
+async fn sessions(hub: &TestHub) -> BTreeMap<&'static str, &'static str> {
+    let password = "a long enough password";
+    let hash = hub::secrets::hash_secret(password).expect("hash");
+    let mut out = BTreeMap::new();
+    for r in &ROLES {
+        let role = match r.scope.split(':').next() {
+            Some("household" | "households") => "family",
+            Some(kind) => kind,
+            None => "district",
+        };
+        // The account exists (made by the import from contacts.csv); a password lets
+        // it log in. Its own scope names one home; the others come from its contacts.
+        let own = match r.scope.split_once(':') {
+            Some(("households", ids)) => {
+                format!("household:{}", ids.split(',').next().unwrap_or(""))
+            }
+            _ => r.scope.to_owned(),
+        };
+        let scope = hub::store::Scope::parse(&own).expect("scope");
+        hub.app
+            .store
+            .upsert_account(r.contact, r.contact, &hash, role, &scope, hub.clock.now())
+            .await
+            .expect("password");
+        let resp = reqwest::Client::new()
+            .post(format!("{}/api/login", hub.http))
+            .json(&json!({ "username": r.contact, "password": password }))
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(resp.status(), 200, "login as {}", r.contact);
+        let body: Value = resp.json().await.expect("json");
+        let token = body["token"].as_str().expect("session token").to_owned();
+        out.insert(r.contact, &*Box::leak(token.into_boxed_str()));
+    }
+    out
+}
+
+/// The same rows, authenticated with the role's session cookie instead of its token.
+fn as_sessions(rows: &[Row], sessions: &BTreeMap<&'static str, &'static str>) -> Vec<Row> {
+    rows.iter()
+        .filter_map(|row| {
+            let Who::Token(t) = row.auth else { return None };
+            let r = ROLES.iter().find(|r| r.token == t)?;
+            let mut row = row.clone();
+            row.who = format!("{} (session)", row.who);
+            row.auth = Who::Cookie(sessions[r.contact]);
+            Some(row)
+        })
+        .collect()
+}
+
 /// `until` for a mode: one day after the hub's clock, RFC 3339.
 fn a_day_later(now_ms: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(
@@ -577,7 +661,7 @@ async fn every_role_is_held_to_its_scope_on_every_endpoint_and_websocket() {
             .want_if(r.has_v3(), Want::Alarms(v3.clone())),
         );
         // Naming one's own scope is fine; anything wider or beside it is not.
-        if r.scope != "village:v-3" {
+        if r.scope != "village:v-3" && !r.scope.starts_with("households:") {
             rows.push(
                 row(r, "GET", format!("/api/alarms?scope={}", r.scope), 200)
                     .want(Want::Alarms(in_scope(r))),
@@ -644,7 +728,10 @@ async fn every_role_is_held_to_its_scope_on_every_endpoint_and_websocket() {
             rows.push(row(r, "WS", "/api/ws?scope=household:h-2", 403));
         }
     }
+    let sessions = sessions(&ctx.hub).await;
+    let again = as_sessions(&rows, &sessions);
     ctx.run(rows).await;
+    ctx.run(again).await;
 
     // ---- Care: modes, visits, the visit report; the rules reload.
     let mut rows = Vec::new();
@@ -817,6 +904,8 @@ async fn every_role_is_held_to_its_scope_on_every_endpoint_and_websocket() {
             .body(json!({"disposition": "other"})),
         );
     }
+    let again = as_sessions(&rows, &sessions);
+    rows.extend(again);
     let district = &ROLES[5];
     for h in HOUSEHOLDS {
         let id = &alarm[h];
@@ -879,6 +968,7 @@ async fn every_role_is_held_to_its_scope_on_every_endpoint_and_websocket() {
     rows.push(live(&ROLES[3], Some("village:v-2"), &["h-2"]));
     rows.push(live(&ROLES[5], Some("village:v-3"), &["h-3"]));
     rows.push(live(&ROLES[5], Some("household:h-1"), &["h-1"]));
+    rows.push(live(&ROLES[6], Some("household:h-3"), &["h-3"]));
     ctx.run(rows).await;
 
     assert!(ctx.mismatches.is_empty(), "{}", ctx.report());

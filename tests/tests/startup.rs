@@ -131,6 +131,21 @@ async fn an_existing_database_with_alarms_upgrades_to_the_current_schema() {
     ] {
         sqlx::query(q).execute(&pool).await.expect(q);
     }
+    // Contacts with the spine's per-contact tokens (SHA-256 in contacts.token_hash).
+    for (id, role, kind, scope, token) in [
+        ("c-v", "village", "village", "v", "old-village-token"),
+        ("c-f", "family", "household", "h", "old-family-token"),
+    ] {
+        sqlx::query("INSERT INTO contacts (id, name, role, scope_kind, scope_id, token_hash, created_at) VALUES ($1, 'n', $2, $3, $4, $5, 1)")
+            .bind(id)
+            .bind(role)
+            .bind(kind)
+            .bind(scope)
+            .bind(hub::store::token_hash(token))
+            .execute(&pool)
+            .await
+            .expect("contact");
+    }
     pool.close().await;
 
     let store = hub::store::Store::connect(&url)
@@ -140,6 +155,34 @@ async fn an_existing_database_with_alarms_upgrades_to_the_current_schema() {
     assert_eq!(a.household_id.as_deref(), Some("h"));
     assert_eq!(a.max_level, None);
     assert_eq!(store.timeline("a1").await.expect("timeline").len(), 1);
+    // Every token that worked before works after, as the same person with the same scope,
+    // now as an API token of an account.
+    let now = hub::clock::Clock::now(&hub::clock::SystemClock);
+    for (token, id, scope) in [
+        (
+            "old-village-token",
+            "c-v",
+            hub::store::Scope::Village("v".into()),
+        ),
+        (
+            "old-family-token",
+            "c-f",
+            hub::store::Scope::Household("h".into()),
+        ),
+    ] {
+        let (who, t) = store
+            .api_token_principal(token, now)
+            .await
+            .expect("query")
+            .unwrap_or_else(|| panic!("{token} still works"));
+        assert_eq!((who.id.as_str(), &who.scope), (id, &scope));
+        assert_eq!(t.account_id, id);
+    }
+    assert!(store
+        .api_token_principal("not-a-token", now)
+        .await
+        .expect("query")
+        .is_none());
     let broken: Vec<(String,)> = sqlx::query_as("SELECT \"table\" FROM pragma_foreign_key_check")
         .fetch_all(store.pool())
         .await
@@ -164,13 +207,16 @@ async fn the_demo_district_is_created_by_importing_the_csv_files_in_the_repo() {
     assert!(out.status.success(), "{stderr}");
     assert!(
         stderr.contains(
-            "imported 2 towns, 3 villages, 3 households, 3 elders, 9 devices, 7 contacts"
+            "imported 2 towns, 3 villages, 3 households, 3 elders, 9 devices, 9 contacts"
         ),
         "{stderr}"
     );
     let store = hub::store::Store::connect(&url).await.expect("db");
-    let c = store
-        .contact_by_token("demo-village-1")
+    let (c, _) = store
+        .api_token_principal(
+            "demo-village-1",
+            hub::clock::Clock::now(&hub::clock::SystemClock),
+        )
         .await
         .expect("query")
         .expect("the imported token works");
@@ -216,11 +262,16 @@ async fn an_exported_district_reimports_without_touching_credentials() {
     ]);
     let contacts = std::fs::read_to_string(out.join("contacts.csv")).expect("contacts.csv");
     assert!(
-        contacts.starts_with("id,name,phone,role,scope,priority,token\n"),
+        contacts.starts_with("id,name,phone,role,scope,priority,account,token\n"),
         "{contacts}"
     );
     assert!(
-        contacts.contains("c-village-1,Demo contact 2,,village,village:v-1,0,\n"),
+        contacts.contains("c-village-1,Demo contact 2,,village,village:v-1,0,,\n"),
+        "{contacts}"
+    );
+    // A family member's second home names the shared account.
+    assert!(
+        contacts.contains("c-family-2b,Demo contact 8,,family,household:h-3,0,family-2,\n"),
         "{contacts}"
     );
     assert!(
@@ -252,7 +303,10 @@ async fn an_exported_district_reimports_without_touching_credentials() {
     );
     let store = hub::store::Store::connect(&url).await.expect("db");
     assert!(store
-        .contact_by_token("demo-village-1")
+        .api_token_principal(
+            "demo-village-1",
+            hub::clock::Clock::now(&hub::clock::SystemClock)
+        )
         .await
         .expect("q")
         .is_some());

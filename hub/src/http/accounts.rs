@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -155,6 +155,7 @@ pub(super) async fn logout(
         ));
     };
     state.alarms.store.end_session(token).await?;
+    let _ = state.credentials_ended.send(caller.contact.id.clone());
     authz::audit(
         &state,
         &caller,
@@ -229,6 +230,7 @@ pub(super) async fn change_password(
             state.alarms.now(),
         )
         .await?;
+    let _ = state.credentials_ended.send(account.clone());
     authz::audit(
         &state,
         &caller,
@@ -236,6 +238,137 @@ pub(super) async fn change_password(
         &format!("account:{account}"),
         "allowed",
         serde_json::json!({}),
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Default and longest life of an API token created over REST.
+const TOKEN_DAYS_DEFAULT: i64 = 90;
+const TOKEN_DAYS_MAX: i64 = 365;
+/// Live tokens one account may hold (each is a credential to watch over).
+const MAX_LIVE_TOKENS: usize = 20;
+
+#[derive(Debug, Deserialize)]
+pub(super) struct NewTokenBody {
+    /// What the token is for ("village PC", "care platform sync"): shown in lists.
+    label: String,
+    /// 1–365; default 90.
+    expires_in_days: Option<i64>,
+}
+
+/// `POST /api/tokens` `{"label","expires_in_days"}` → `{"id","token","expires_at"}`: a new
+/// API token for the caller's own account, shown once. Only from a logged-in session:
+/// an API token cannot mint further tokens.
+pub(super) async fn create_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(b): Json<NewTokenBody>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    if caller.session.is_none() {
+        return Err(ApiError::Forbidden(
+            "log in with a password to create API tokens".into(),
+        ));
+    }
+    let label = b.label.trim();
+    if label.is_empty() || label.chars().count() > 64 {
+        return Err(ApiError::BadRequest(
+            "label is required, at most 64 characters".into(),
+        ));
+    }
+    let days = b.expires_in_days.unwrap_or(TOKEN_DAYS_DEFAULT);
+    if !(1..=TOKEN_DAYS_MAX).contains(&days) {
+        return Err(ApiError::BadRequest(format!(
+            "expires_in_days must be 1-{TOKEN_DAYS_MAX}"
+        )));
+    }
+    let store = &state.alarms.store;
+    let account = &caller.contact.id;
+    let now = state.alarms.now();
+    let live = store
+        .api_tokens(account)
+        .await?
+        .into_iter()
+        .filter(|t| t.revoked_at.is_none() && t.expires_at.is_none_or(|e| e > now))
+        .count();
+    if live >= MAX_LIVE_TOKENS {
+        return Err(ApiError::Conflict(format!(
+            "an account may hold {MAX_LIVE_TOKENS} live tokens; revoke one first"
+        )));
+    }
+    let token = secrets::random_token();
+    let expires_at = now + days * 86_400_000;
+    let id = store
+        .create_api_token(account, &token, label, now, Some(expires_at))
+        .await?;
+    authz::audit(
+        &state,
+        &caller,
+        "token.create",
+        &format!("token:{id}"),
+        "allowed",
+        serde_json::json!({ "account": account, "expires_at": expires_at }),
+    )
+    .await;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            serde_json::json!({ "id": id, "token": token, "label": label, "expires_at": expires_at }),
+        ),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct TokensQuery {
+    /// District only: another account's tokens.
+    account: Option<String>,
+}
+
+/// `GET /api/tokens`: the caller's own tokens (ids, labels, dates; never the tokens);
+/// the district may ask for any account's (`?account=`).
+pub(super) async fn list_tokens(
+    State(state): State<AppState>,
+    caller: Caller,
+    axum::extract::Query(q): axum::extract::Query<TokensQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let account = match q.account {
+        Some(a) if a != caller.contact.id => {
+            authz::district(&state, &caller, &format!("account:{a}")).await?;
+            a
+        }
+        _ => caller.contact.id.clone(),
+    };
+    let tokens = state.alarms.store.api_tokens(&account).await?;
+    Ok(Json(
+        serde_json::json!({ "account": account, "tokens": tokens }),
+    ))
+}
+
+/// `DELETE /api/tokens/{id}`: revoke one of one's own tokens (the district may revoke
+/// anyone's). Open websockets using it are closed.
+pub(super) async fn revoke_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let store = &state.alarms.store;
+    let target = format!("token:{id}");
+    let token = store.api_token(&id).await?;
+    let Some(token) = token.filter(|t| {
+        t.account_id == caller.contact.id || caller.contact.scope == crate::store::Scope::District
+    }) else {
+        // Someone else's token answers like a missing one (ids are not confirmed).
+        return Err(ApiError::NotFound(format!("token {id}")));
+    };
+    store.revoke_api_token(&id, state.alarms.now()).await?;
+    let _ = state.credentials_ended.send(token.account_id.clone());
+    authz::audit(
+        &state,
+        &caller,
+        "token.revoke",
+        &target,
+        "allowed",
+        serde_json::json!({ "account": token.account_id }),
     )
     .await;
     Ok(StatusCode::NO_CONTENT)

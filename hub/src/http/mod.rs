@@ -1,9 +1,9 @@
 //! REST and websocket API (axum).
 //!
-//! Identity for now is a per-contact API token (`Authorization: Bearer <token>`, or
-//! `?token=` for browsers' websockets, which cannot set headers). Scope is enforced
-//! here, on the server, for every request: a contact sees and acts on alarms inside its
-//! own scope only. Full accounts and roles arrive with issue 5.
+//! Identity is an account: a session from `POST /api/login` (HTTP-only cookie for the
+//! board, or bearer) or one of the account's API tokens (`Authorization: Bearer <token>`,
+//! or `?token=` for browsers' websockets, which cannot set headers). What a caller may
+//! see and do is decided in [`crate::authz`], on the server, for every request.
 
 pub mod accounts;
 mod admin;
@@ -42,7 +42,18 @@ pub struct AppState {
     pub kicks: crate::broker::Kicks,
     /// Failed logins per username (slows password guessing; see `accounts`).
     pub login_failures: accounts::Failures,
+    /// Accounts whose credentials were just taken away (logout, password change, token
+    /// revoked): open websockets of that account check theirs again at once.
+    pub credentials_ended: tokio::sync::broadcast::Sender<String>,
 }
+
+/// How often an open websocket checks that its credential still holds (expiry, or an
+/// end the broadcast did not carry, e.g. `hub admin` on another process).
+pub const WS_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The close code a websocket gets when its credential ends (an application code in
+/// the 4000s, like HTTP 401).
+pub const WS_CLOSE_CREDENTIAL_ENDED: u16 = 4401;
 
 /// What the simulator needs to drive a hub on simulated time.
 pub struct SimControl {
@@ -67,6 +78,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/login", post(accounts::login))
         .route("/api/logout", post(accounts::logout))
         .route("/api/password", post(accounts::change_password))
+        .route(
+            "/api/tokens",
+            get(accounts::list_tokens).post(accounts::create_token),
+        )
+        .route(
+            "/api/tokens/{id}",
+            axum::routing::delete(accounts::revoke_token),
+        )
         .route("/api/alarms", get(list_alarms))
         .route("/api/alarms/{id}", get(get_alarm))
         .route("/api/alarms/{id}/acknowledge", post(acknowledge))
@@ -205,30 +224,28 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::to_owned);
         let source = client_addr(parts);
         let store = &state.alarms.store;
-        // An API token (contacts), or a session (accounts: bearer or the board's cookie).
-        if let Some(token) = header.or(query) {
-            if let Some(contact) = store.contact_by_token(&token).await? {
-                return Ok(Caller {
-                    contact,
-                    source,
-                    session: None,
-                });
-            }
-            if let Some(contact) = store.session_principal(&token, state.alarms.now()).await? {
-                return Ok(Caller {
-                    contact,
-                    source,
-                    session: Some(token),
-                });
-            }
+        let now = state.alarms.now();
+        // An API token (owned by an account), or a session (bearer or the board's cookie).
+        let Some(token) = header.or(query).or(cookie) else {
             return Err(ApiError::Unauthorized);
+        };
+        if let Some((contact, t)) = store.api_token_principal(&token, now).await? {
+            if let Err(e) = store.touch_api_token(&t, now).await {
+                tracing::warn!(error = %e, "recording token use failed");
+            }
+            return Ok(Caller {
+                contact,
+                source,
+                session: None,
+                api_token: Some(t),
+            });
         }
-        let token = cookie.ok_or(ApiError::Unauthorized)?;
-        match store.session_principal(&token, state.alarms.now()).await? {
-            Some(contact) => Ok(Caller {
+        match store.session_principal(&token, now).await? {
+            Some((contact, _)) => Ok(Caller {
                 contact,
                 source,
                 session: Some(token),
+                api_token: None,
             }),
             None => Err(ApiError::Unauthorized),
         }
@@ -436,24 +453,29 @@ async fn ws(
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let scope = requested_scope(&state, &caller, q.scope.as_deref()).await?;
-    let c = caller.contact;
     Ok(upgrade
         .max_message_size(4096)
-        .on_upgrade(move |socket| websocket(socket, state, c, scope, q.since_seq)))
+        .on_upgrade(move |socket| websocket(socket, state, caller, scope, q.since_seq)))
 }
 
 /// One websocket client: a hello, an optional backlog, then live steps in its scope.
 /// If the client falls behind the broadcast, it is caught up from the database, so a
 /// slow client never loses a step and never slows anyone else.
+/// When the caller's credential ends (logout, password change, token revoked or
+/// expired), the socket is closed with [`WS_CLOSE_CREDENTIAL_ENDED`].
 async fn websocket(
     mut socket: WebSocket,
     state: AppState,
-    caller: Contact,
+    who: Caller,
     scope: Scope,
     since_seq: Option<i64>,
 ) {
+    let caller = &who.contact;
     // Subscribe before reading the backlog so nothing falls between the two.
     let mut live = state.alarms.bus.subscribe();
+    let mut ended = state.credentials_ended.subscribe();
+    let mut recheck = tokio::time::interval(WS_RECHECK);
+    recheck.tick().await;
     metrics::gauge!("anxin_ws_clients").increment(1.0);
     let store = &state.alarms.store;
     let mut last_seq = match since_seq {
@@ -511,9 +533,46 @@ async fn websocket(
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => {} // clients only listen; pings are answered by axum
             },
+            account = ended.recv() => {
+                if matches!(&account, Ok(a) if *a != caller.id) {
+                    continue;
+                }
+                // Ours, or missed some (lagged): check now.
+                if !credential_holds(&state, &who).await {
+                    close_ended(&mut socket).await;
+                    break;
+                }
+            }
+            _ = recheck.tick() => {
+                if !credential_holds(&state, &who).await {
+                    close_ended(&mut socket).await;
+                    break;
+                }
+            }
         }
     }
     metrics::gauge!("anxin_ws_clients").decrement(1.0);
+}
+
+/// A failed check (database error) keeps the socket open: it is tried again later.
+async fn credential_holds(state: &AppState, who: &Caller) -> bool {
+    match who.still_valid(state).await {
+        Ok(valid) => valid,
+        Err(e) => {
+            tracing::warn!(error = %e, "checking a websocket's credential failed");
+            true
+        }
+    }
+}
+
+async fn close_ended(socket: &mut WebSocket) {
+    metrics::counter!("anxin_ws_closed_credential_ended_total").increment(1);
+    let _ = socket
+        .send(Message::Close(Some(axum::extract::ws::CloseFrame {
+            code: WS_CLOSE_CREDENTIAL_ENDED,
+            reason: "credential ended; log in again".into(),
+        })))
+        .await;
 }
 
 async fn send_update(socket: &mut WebSocket, u: &AlarmUpdate) -> Result<(), axum::Error> {
