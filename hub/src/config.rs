@@ -215,6 +215,13 @@ mod tests {
             assert_eq!(l.max_failures, 30, "unset fields keep their defaults");
             assert_eq!(l.exempt.len(), 2);
             assert!(l.exempt[0].contains(&"203.0.113.9".parse::<std::net::IpAddr>().expect("ip")));
+            // A list in the environment (the form docs/operations.md shows).
+            jail.set_env("HUB_MQTT__SOURCE_LIMITS__EXEMPT", "[\"198.51.100.0/24\"]");
+            let s = Settings::load(Some(Path::new("hub.toml"))).map_err(|e| *e)?;
+            assert_eq!(
+                s.mqtt.source_limits.exempt,
+                vec!["198.51.100.0/24".parse::<ipnet::IpNet>().expect("cidr")]
+            );
             Ok(())
         });
     }
