@@ -12,12 +12,19 @@
 //!   another device named in the topic never sees it); a subscription elsewhere
 //!   is pointed at a topic nothing publishes to; a Last Will outside its status topic
 //!   refuses the connection.
+//! - **Limits per source address** ([`SourceLimiter`]): a source (IPv4 address or IPv6
+//!   /64) that fails CONNECT too often is blocked for a while, and each source may open
+//!   new connections only at a (generous) rate. Through two hooks added to the vendored
+//!   rumqttd (`ANXIN PATCH`, vendor/README.md): a filter in its accept loop, and an auth
+//!   handler that is given the peer address.
 //! - **Bind errors surface** (the listener runs under our runtime via `Server`, not
 //!   `Broker::start`, which only logs them).
 
-use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context;
 use bytes::{Bytes, BytesMut};
@@ -27,7 +34,13 @@ use rumqttd::{ConnectionSettings, LinkType, Router, RouterConfig, Server, Server
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::MqttSettings;
+use governor::clock::{Clock, MonotonicClock, Reference};
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::keyed::HashMapStateStore;
+use governor::{Quota, RateLimiter};
+
+use crate::config::{MqttSettings, SourceLimitSettings};
 use crate::ingest::contract::{self, DEVICES_PREFIX, VIOLATIONS_PREFIX};
 use crate::secrets;
 use crate::store::Store;
@@ -93,9 +106,12 @@ pub async fn start(
         client_id: format!("anxin-hub-{}", uuid::Uuid::new_v4().simple()),
         password: secrets::random_token(),
     };
+    let sources =
+        Arc::new(SourceLimiter::new(&settings.source_limits).context("[mqtt.source_limits]")?);
     let auth = DeviceAuthenticator {
         store,
         hub: hub.clone(),
+        sources: sources.clone(),
         cache: Arc::new(Mutex::new(HashSet::new())),
         verify_gate: Arc::new(tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -104,20 +120,17 @@ pub async fn start(
         failures: Default::default(),
         delayed: Default::default(),
     };
-    let mut connections = ConnectionSettings {
+    let connections = ConnectionSettings {
         connection_timeout_ms: 10_000,
         // Above the contract's 4 KiB so that oversized payloads reach the hub and are
         // reported on the device's error topic instead of silently cutting the connection.
         max_payload_size: 64 * 1024,
         max_inflight_count: 100,
         auth: None,
+        // Set per connection by `set_peer_auth_handler` below.
         external_auth: None,
         dynamic_filters: true,
     };
-    connections.set_auth_handler(move |client_id: String, user: String, pass: String| {
-        let auth = auth.clone();
-        async move { auth.check(client_id, user, pass).await }
-    });
     let server_settings = ServerSettings {
         name: "devices".into(),
         listen,
@@ -127,6 +140,14 @@ pub async fn start(
     };
     let protocol = AclV4::new(hub.client_id.clone(), kicks);
     let mut server = Server::new(server_settings, router_tx, protocol);
+    // Both hooks are ANXIN PATCHes to rumqttd: the peer address at accept and at CONNECT.
+    server.set_accept_filter(move |peer: SocketAddr| sources.admit(peer.ip()));
+    server.set_peer_auth_handler(
+        move |peer: SocketAddr, client_id: String, user: String, pass: String| {
+            let auth = auth.clone();
+            async move { auth.check(peer, client_id, user, pass).await }
+        },
+    );
     // Tracked, so a shutdown returns only once the listening socket is closed (a hub
     // restarted on the same port must not race its predecessor).
     let listener = tracker.spawn(async move {
@@ -171,6 +192,8 @@ pub async fn start(
 struct DeviceAuthenticator {
     store: Store,
     hub: HubCredentials,
+    /// Failed CONNECTs per source address, and the sources blocked for them.
+    sources: Arc<SourceLimiter>,
     /// SHA-256 over (stored hash, presented secret) pairs that verified, so reconnects
     /// (and devices provisioned with the same secret) skip argon2. Bounded.
     cache: Arc<Mutex<HashSet<[u8; 32]>>>,
@@ -183,9 +206,8 @@ struct DeviceAuthenticator {
     /// Failed CONNECTs per device id in the current window. Past `MAX_FAILURES`, every
     /// further refusal is answered only after `FAILURE_DELAY`: guessing slows down, while
     /// the right secret is never refused (a hard lock-out would let anyone who knows a
-    /// pendant's id keep it offline with ten bad CONNECTs a minute). Keyed by identity:
-    /// rumqttd's auth hook does not see the peer address (per-source limits belong in the
-    /// firewall in front of the hub; docs/security.md).
+    /// pendant's id keep it offline with ten bad CONNECTs a minute). Keyed by identity;
+    /// guessing across many ids from one address is stopped by `sources`.
     failures: Arc<Mutex<std::collections::HashMap<String, (u32, std::time::Instant)>>>,
     /// Refusals that were delayed (for tests and the metric).
     delayed: Arc<std::sync::atomic::AtomicU64>,
@@ -199,14 +221,27 @@ const FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 const FAILURE_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl DeviceAuthenticator {
-    async fn check(&self, client_id: String, user: String, pass: String) -> bool {
-        if client_id == self.hub.client_id {
-            return user == self.hub.client_id
-                && secrets::constant_time_eq(pass.as_bytes(), self.hub.password.as_bytes());
+    /// `peer`: the connection's source address (for the per-source limits).
+    async fn check(&self, peer: SocketAddr, client_id: String, user: String, pass: String) -> bool {
+        // The hub's own ingest first: it is never limited, whatever address it comes from.
+        if client_id == self.hub.client_id
+            && user == self.hub.client_id
+            && secrets::constant_time_eq(pass.as_bytes(), self.hub.password.as_bytes())
+        {
+            return true;
         }
-        if client_id != user || contract::DeviceId::parse(&client_id).is_err() {
+        // A blocked source is refused before any database lookup or argon2 run, even
+        // with the right secret: that is what makes the block cheap.
+        if self.sources.is_blocked(peer.ip()) {
+            return false;
+        }
+        if client_id != user
+            || client_id == self.hub.client_id
+            || contract::DeviceId::parse(&client_id).is_err()
+        {
             metrics::counter!("anxin_mqtt_connect_refused_total", "reason" => "bad_identity")
                 .increment(1);
+            self.sources.failed(peer.ip());
             return false;
         }
         let record = match self.store.device_auth(&client_id).await {
@@ -215,9 +250,11 @@ impl DeviceAuthenticator {
                 metrics::counter!("anxin_mqtt_connect_refused_total", "reason" => "unknown_device")
                     .increment(1);
                 tracing::info!(device = %client_id, "mqtt connect refused: unknown or revoked device");
+                self.sources.failed(peer.ip());
                 return false;
             }
             Err(e) => {
+                // Not the source's fault: not counted against it.
                 tracing::error!(error = %e, "device lookup failed during mqtt connect");
                 return false;
             }
@@ -261,6 +298,7 @@ impl DeviceAuthenticator {
             metrics::counter!("anxin_mqtt_connect_refused_total", "reason" => "bad_secret")
                 .increment(1);
             tracing::info!(device = %client_id, "mqtt connect refused: wrong secret");
+            self.sources.failed(peer.ip());
             if self.failed(&client_id) {
                 metrics::counter!("anxin_mqtt_connect_refusals_delayed_total").increment(1);
                 self.delayed
@@ -286,6 +324,283 @@ impl DeviceAuthenticator {
         }
         e.0 += 1;
         e.0 > MAX_FAILURES
+    }
+}
+
+/// Whom a per-source limit applies to: an IPv4 address, or an IPv6 /64 (what one
+/// subscriber is usually given; keyed by the full address, one host could use 2^64 fresh
+/// budgets). IPv4-mapped IPv6 addresses (a dual-stack listener) count as IPv4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum SourceKey {
+    V4(Ipv4Addr),
+    /// The upper 64 bits of the address.
+    V6(u64),
+}
+
+impl SourceKey {
+    fn of(ip: IpAddr) -> Self {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => SourceKey::V4(v4),
+            IpAddr::V6(v6) => SourceKey::V6((u128::from(v6) >> 64) as u64),
+        }
+    }
+}
+
+impl std::fmt::Display for SourceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SourceKey::V4(v4) => write!(f, "{v4}"),
+            SourceKey::V6(net) => write!(f, "{}/64", Ipv6Addr::from(u128::from(*net) << 64)),
+        }
+    }
+}
+
+/// A GCRA budget per source (governor), over a hash map with a random hasher (the keys
+/// are chosen by whoever connects).
+type Budgets<C> =
+    RateLimiter<SourceKey, HashMapStateStore<SourceKey>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
+/// Sources tracked per table, at most. Past this, stale entries are dropped at once, and if
+/// most are still live (an attacker with very many addresses) the table starts afresh:
+/// memory stays bounded (~5 MB a table) at the price of forgetting budgets under such an
+/// attack. The same bound as the secret cache and the per-id failure counts.
+const MAX_SOURCES: usize = 100_000;
+/// How often entries that no longer limit anything are dropped.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// At most one log line per this interval about connections refused for their rate (the
+/// metric counts each).
+const RATE_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Limits per source address on the MQTT listener ([`SourceLimitSettings`],
+/// docs/security.md T3 and T10):
+/// - **failed CONNECTs** (wrong secret, unknown or malformed id, for any ids) draw from a
+///   budget of `max_failures` that refills over `failure_window_secs`; a source that
+///   overdraws it is **blocked** for `block_secs`: its CONNECTs are refused before any
+///   database lookup or argon2 run, even with the right secret (the hub cannot tell the
+///   attacker from the device behind the same address, and letting right secrets through
+///   would mean verifying every guess). Connections it already has are not touched. A
+///   successful CONNECT does not refill the budget, so a stolen secret cannot launder
+///   guesses; successes never count against it, so a village behind one NAT reconnecting
+///   after a power cut is not blocked.
+/// - **new connections** draw from a budget of `connect_burst` refilling at
+///   `connects_per_sec`; past it a socket is closed at accept, before TLS or CONNECT (a
+///   flood of idle sockets would otherwise hold descriptors for the 10 s CONNECT timeout).
+///
+/// Loopback (unless `limit_loopback`) and the `exempt` networks are never limited. All
+/// time comes from `C` (governor's clock), so tests drive it by hand.
+pub struct SourceLimiter<C: Clock = MonotonicClock> {
+    clock: C,
+    /// `None` when failures are not limited (`max_failures = 0`).
+    failure_quota: Option<Quota>,
+    /// `None` when the connection rate is not limited (`connects_per_sec = 0`).
+    attempt_quota: Option<Quota>,
+    block_for: Nanos,
+    limit_loopback: bool,
+    exempt: Vec<ipnet::IpNet>,
+    /// Table bound ([`MAX_SOURCES`]; smaller in tests).
+    max_sources: usize,
+    state: Mutex<SourceTables<C>>,
+}
+
+struct SourceTables<C: Clock> {
+    failures: Option<Budgets<C>>,
+    attempts: Option<Budgets<C>>,
+    /// Blocked sources and when their block ends.
+    blocked: HashMap<SourceKey, C::Instant>,
+    /// When stale entries were last dropped.
+    swept_at: C::Instant,
+    /// When a rate refusal was last logged, and refusals since then.
+    rate_logged_at: Option<C::Instant>,
+    rate_refused_since_log: u64,
+}
+
+impl SourceLimiter<MonotonicClock> {
+    pub fn new(settings: &SourceLimitSettings) -> anyhow::Result<Self> {
+        Self::with_clock(settings, MonotonicClock, MAX_SOURCES)
+    }
+}
+
+impl<C: Clock + Clone> SourceLimiter<C> {
+    fn with_clock(
+        settings: &SourceLimitSettings,
+        clock: C,
+        max_sources: usize,
+    ) -> anyhow::Result<Self> {
+        let failure_quota = match NonZeroU32::new(settings.max_failures) {
+            None => None,
+            Some(burst) => {
+                anyhow::ensure!(
+                    settings.failure_window_secs > 0,
+                    "failure_window_secs must be at least 1"
+                );
+                anyhow::ensure!(settings.block_secs > 0, "block_secs must be at least 1");
+                let period = Duration::from_secs(settings.failure_window_secs) / burst.get();
+                let quota = Quota::with_period(period)
+                    .context("failure_window_secs is too short for max_failures")?;
+                Some(quota.allow_burst(burst))
+            }
+        };
+        let attempt_quota = NonZeroU32::new(settings.connects_per_sec).map(|rate| {
+            let burst = NonZeroU32::new(settings.connect_burst).unwrap_or(rate);
+            Quota::per_second(rate).allow_burst(burst)
+        });
+        let now = clock.now();
+        let state = SourceTables {
+            failures: failure_quota.map(|q| RateLimiter::hashmap_with_clock(q, clock.clone())),
+            attempts: attempt_quota.map(|q| RateLimiter::hashmap_with_clock(q, clock.clone())),
+            blocked: HashMap::new(),
+            swept_at: now,
+            rate_logged_at: None,
+            rate_refused_since_log: 0,
+        };
+        Ok(Self {
+            clock,
+            failure_quota,
+            attempt_quota,
+            block_for: Nanos::from(Duration::from_secs(settings.block_secs)),
+            limit_loopback: settings.limit_loopback,
+            exempt: settings.exempt.clone(),
+            max_sources,
+            state: Mutex::new(state),
+        })
+    }
+
+    /// The source to account `ip` to, or `None` when it is exempt.
+    fn source(&self, ip: IpAddr) -> Option<SourceKey> {
+        let ip = ip.to_canonical();
+        let exempt = (ip.is_loopback() && !self.limit_loopback)
+            || self.exempt.iter().any(|net| net.contains(&ip));
+        (!exempt).then(|| SourceKey::of(ip))
+    }
+
+    /// At accept: may `ip` open a new connection now? Draws on its connection budget.
+    pub fn admit(&self, ip: IpAddr) -> bool {
+        let Some(key) = self.source(ip) else {
+            return true;
+        };
+        let Ok(mut t) = self.state.lock() else {
+            return true;
+        };
+        let now = self.clock.now();
+        self.keep_bounded(&mut t, now);
+        let Some(attempts) = &t.attempts else {
+            return true;
+        };
+        if attempts.check_key(&key).is_ok() {
+            return true;
+        }
+        metrics::counter!("anxin_mqtt_connect_refused_total", "reason" => "source_rate")
+            .increment(1);
+        t.rate_refused_since_log += 1;
+        let quiet = t
+            .rate_logged_at
+            .is_some_and(|at| Duration::from(now.duration_since(at)) < RATE_LOG_EVERY);
+        if !quiet {
+            tracing::warn!(
+                source = %key,
+                refused = t.rate_refused_since_log,
+                "mqtt connections refused: source opens connections too fast"
+            );
+            t.rate_logged_at = Some(now);
+            t.rate_refused_since_log = 0;
+        }
+        false
+    }
+
+    /// At CONNECT: is `ip` blocked? Counted as a `source_limited` refusal when it is.
+    pub fn is_blocked(&self, ip: IpAddr) -> bool {
+        let Some(key) = self.source(ip) else {
+            return false;
+        };
+        let Ok(t) = self.state.lock() else {
+            return false;
+        };
+        let blocked = t
+            .blocked
+            .get(&key)
+            .is_some_and(|until| *until > self.clock.now());
+        if blocked {
+            metrics::counter!("anxin_mqtt_connect_refused_total", "reason" => "source_limited")
+                .increment(1);
+        }
+        blocked
+    }
+
+    /// A CONNECT from `ip` failed authentication. Returns true when this failure blocked
+    /// the source.
+    pub fn failed(&self, ip: IpAddr) -> bool {
+        let Some(key) = self.source(ip) else {
+            return false;
+        };
+        let Ok(mut t) = self.state.lock() else {
+            return false;
+        };
+        let now = self.clock.now();
+        self.keep_bounded(&mut t, now);
+        let Some(failures) = &t.failures else {
+            return false;
+        };
+        if failures.check_key(&key).is_ok() {
+            return false;
+        }
+        if t.blocked.get(&key).is_some_and(|until| *until > now) {
+            return false; // a CONNECT that was already in flight when the block began
+        }
+        t.blocked.insert(key, now + self.block_for);
+        metrics::counter!("anxin_mqtt_sources_blocked_total").increment(1);
+        tracing::warn!(
+            source = %key,
+            block_secs = Duration::from(self.block_for).as_secs(),
+            "mqtt source blocked: too many failed connects"
+        );
+        true
+    }
+
+    /// Drop what no longer limits anything, every [`SWEEP_EVERY`] or when a table is full;
+    /// start a table afresh if it is still mostly full after that.
+    fn keep_bounded(&self, t: &mut SourceTables<C>, now: C::Instant) {
+        let full = |b: &Option<Budgets<C>>| b.as_ref().is_some_and(|b| b.len() >= self.max_sources);
+        let due = Duration::from(now.duration_since(t.swept_at)) >= SWEEP_EVERY;
+        if !(due || full(&t.failures) || full(&t.attempts) || t.blocked.len() >= self.max_sources) {
+            return;
+        }
+        t.swept_at = now;
+        t.blocked.retain(|_, until| *until > now);
+        let crowded = self.max_sources / 4 * 3;
+        for (table, quota) in [
+            (&mut t.failures, self.failure_quota),
+            (&mut t.attempts, self.attempt_quota),
+        ] {
+            let (Some(budgets), Some(quota)) = (table.as_mut(), quota) else {
+                continue;
+            };
+            budgets.retain_recent();
+            budgets.shrink_to_fit();
+            if budgets.len() >= crowded {
+                *budgets = RateLimiter::hashmap_with_clock(quota, self.clock.clone());
+                metrics::counter!("anxin_mqtt_source_tables_reset_total").increment(1);
+                tracing::warn!(
+                    max = self.max_sources,
+                    "mqtt per-source table full of live sources (many attacking addresses?): starting afresh"
+                );
+            }
+        }
+        if t.blocked.len() >= crowded {
+            t.blocked.clear();
+            metrics::counter!("anxin_mqtt_source_tables_reset_total").increment(1);
+            tracing::warn!(
+                max = self.max_sources,
+                "mqtt blocked-source table full: starting afresh"
+            );
+        }
+    }
+
+    /// Entries in the failure, connection and block tables (for tests).
+    #[cfg(test)]
+    fn tracked(&self) -> (usize, usize, usize) {
+        let t = self.state.lock().expect("lock");
+        let len = |b: &Option<Budgets<C>>| b.as_ref().map_or(0, |b| b.len());
+        (len(&t.failures), len(&t.attempts), t.blocked.len())
     }
 }
 
@@ -424,14 +739,22 @@ impl Protocol for AclV4 {
 mod tests {
     use super::*;
 
-    /// An authenticator over `store` with two argon2 slots.
+    /// A device on the hub's own host: loopback, exempt from the per-source limits by default.
+    const LOCAL: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40_000);
+
+    /// An authenticator over `store` with two argon2 slots and default source limits.
     fn authenticator(store: Store) -> DeviceAuthenticator {
+        authenticator_with(store, &SourceLimitSettings::default())
+    }
+
+    fn authenticator_with(store: Store, limits: &SourceLimitSettings) -> DeviceAuthenticator {
         DeviceAuthenticator {
             store,
             hub: HubCredentials {
                 client_id: "hub".into(),
                 password: "x".into(),
             },
+            sources: Arc::new(SourceLimiter::new(limits).expect("limits")),
             cache: Default::default(),
             verify_gate: Arc::new(tokio::sync::Semaphore::new(2)),
             verifications: Default::default(),
@@ -453,6 +776,7 @@ mod tests {
         let ids: Vec<&str> = demo.devices.iter().map(|d| d.id.as_str()).collect();
         let checks = ids.iter().map(|id| {
             auth.check(
+                LOCAL,
                 id.to_string(),
                 id.to_string(),
                 crate::demo::DEMO_DEVICE_SECRET.into(),
@@ -471,7 +795,7 @@ mod tests {
         // A wrong secret is still refused (the cache is keyed by hash and secret).
         assert!(
             !auth
-                .check(ids[0].into(), ids[0].into(), "wrong".into())
+                .check(LOCAL, ids[0].into(), ids[0].into(), "wrong".into())
                 .await
         );
     }
@@ -486,7 +810,11 @@ mod tests {
         let id = "demo-pendant-1";
         let delayed = || auth.delayed.load(std::sync::atomic::Ordering::Relaxed);
         for i in 0..MAX_FAILURES {
-            assert!(!auth.check(id.into(), id.into(), format!("guess-{i}")).await);
+            assert!(
+                !auth
+                    .check(LOCAL, id.into(), id.into(), format!("guess-{i}"))
+                    .await
+            );
         }
         assert_eq!(
             delayed(),
@@ -495,22 +823,290 @@ mod tests {
         );
         // Past the allowance a wrong guess is refused only after the delay...
         let t = std::time::Instant::now();
-        assert!(!auth.check(id.into(), id.into(), "guess-x".into()).await);
+        assert!(
+            !auth
+                .check(LOCAL, id.into(), id.into(), "guess-x".into())
+                .await
+        );
         assert!(t.elapsed() >= FAILURE_DELAY);
         assert_eq!(delayed(), 1);
         // ...but the right secret is never refused (no lock-out to abuse), and not delayed.
         let t = std::time::Instant::now();
         assert!(
-            auth.check(id.into(), id.into(), crate::demo::DEMO_DEVICE_SECRET.into())
-                .await
+            auth.check(
+                LOCAL,
+                id.into(),
+                id.into(),
+                crate::demo::DEMO_DEVICE_SECRET.into()
+            )
+            .await
         );
         assert!(t.elapsed() < FAILURE_DELAY);
         // A success starts the count again.
         assert!(
             !auth
-                .check(id.into(), id.into(), "after-success".into())
+                .check(LOCAL, id.into(), id.into(), "after-success".into())
                 .await
         );
         assert_eq!(delayed(), 1);
+    }
+
+    // ----- per-source limits, on governor's fake clock -----
+
+    use governor::clock::FakeRelativeClock;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    fn limits(max_failures: u32, window: u64, block: u64) -> SourceLimitSettings {
+        SourceLimitSettings {
+            max_failures,
+            failure_window_secs: window,
+            block_secs: block,
+            connects_per_sec: 0,
+            ..SourceLimitSettings::default()
+        }
+    }
+
+    fn limiter(
+        settings: &SourceLimitSettings,
+    ) -> (SourceLimiter<FakeRelativeClock>, FakeRelativeClock) {
+        let clock = FakeRelativeClock::default();
+        let l = SourceLimiter::with_clock(settings, clock.clone(), 100).expect("limits");
+        (l, clock)
+    }
+
+    #[test]
+    fn a_source_that_fails_too_often_is_blocked_until_its_block_ends() {
+        let (l, clock) = limiter(&limits(3, 60, 30));
+        let (a, b) = (ip("198.51.100.7"), ip("198.51.100.8"));
+        for i in 0..3 {
+            assert!(!l.failed(a), "failure {i} is within the allowance");
+            assert!(!l.is_blocked(a));
+        }
+        assert!(l.failed(a), "the 4th failure at once blocks the source");
+        assert!(l.is_blocked(a));
+        assert!(!l.is_blocked(b), "another address is not affected");
+        assert!(!l.failed(b));
+        clock.advance(Duration::from_secs(29));
+        assert!(l.is_blocked(a), "still blocked before block_secs");
+        clock.advance(Duration::from_secs(2));
+        assert!(!l.is_blocked(a), "free again after block_secs");
+    }
+
+    #[test]
+    fn failures_at_the_allowed_rate_never_block() {
+        let (l, clock) = limiter(&limits(3, 60, 30));
+        let a = ip("198.51.100.7");
+        for _ in 0..3 {
+            assert!(!l.failed(a));
+        }
+        // The window passes: the whole allowance is back.
+        clock.advance(Duration::from_secs(60));
+        for _ in 0..3 {
+            assert!(!l.failed(a));
+        }
+        // Then one failure per 20 s (3 a minute) for an hour stays within it...
+        for _ in 0..180 {
+            clock.advance(Duration::from_secs(20));
+            assert!(!l.failed(a));
+        }
+        assert!(!l.is_blocked(a));
+        // ...but that rate leaves nothing over: one more at once is too many.
+        assert!(l.failed(a));
+        assert!(l.is_blocked(a));
+    }
+
+    #[test]
+    fn new_connections_are_rate_limited_per_source() {
+        let settings = SourceLimitSettings {
+            connects_per_sec: 2,
+            connect_burst: 4,
+            ..SourceLimitSettings::default()
+        };
+        let (l, clock) = limiter(&settings);
+        let (a, b) = (ip("198.51.100.7"), ip("198.51.100.8"));
+        for i in 0..4 {
+            assert!(l.admit(a), "connection {i} is within the burst");
+        }
+        assert!(!l.admit(a), "the 5th at once is refused");
+        assert!(l.admit(b), "another address is not affected");
+        clock.advance(Duration::from_millis(500));
+        assert!(l.admit(a), "one more after 1/rate");
+        assert!(!l.admit(a));
+        // Connection refusals never block CONNECTs.
+        assert!(!l.is_blocked(a));
+    }
+
+    #[test]
+    fn loopback_and_exempt_networks_are_not_limited_unless_configured() {
+        let mut settings = SourceLimitSettings {
+            connects_per_sec: 1,
+            connect_burst: 1,
+            exempt: vec!["203.0.113.0/24".parse().expect("cidr")],
+            ..limits(1, 60, 30)
+        };
+        let (l, _) = limiter(&settings);
+        for who in [
+            "127.0.0.1",
+            "127.0.0.2",
+            "::1",
+            "::ffff:127.0.0.1",
+            "203.0.113.9",
+        ] {
+            for _ in 0..5 {
+                assert!(l.admit(ip(who)), "{who} is exempt");
+                l.failed(ip(who));
+            }
+            assert!(!l.is_blocked(ip(who)), "{who} is exempt");
+        }
+        assert_eq!(l.tracked(), (0, 0, 0), "exempt sources take no memory");
+        settings.limit_loopback = true;
+        let (l, _) = limiter(&settings);
+        assert!(l.admit(ip("127.0.0.1")));
+        assert!(!l.admit(ip("127.0.0.1")), "loopback is limited when asked");
+        assert!(!l.failed(ip("::1")));
+        assert!(l.failed(ip("::1")));
+        assert!(l.is_blocked(ip("::1")));
+        assert!(l.admit(ip("203.0.113.9")) && l.admit(ip("203.0.113.9")));
+    }
+
+    #[test]
+    fn ipv6_sources_are_grouped_by_64_and_mapped_ipv4_counts_as_ipv4() {
+        let (l, _) = limiter(&limits(1, 60, 30));
+        assert!(!l.failed(ip("2001:db8:1:2::1")));
+        assert!(l.failed(ip("2001:db8:1:2:ffff::9")), "same /64: one budget");
+        assert!(l.is_blocked(ip("2001:db8:1:2::77")));
+        assert!(!l.is_blocked(ip("2001:db8:1:3::1")), "another /64");
+        assert!(!l.failed(ip("198.51.100.7")));
+        assert!(l.failed(ip("::ffff:198.51.100.7")));
+        assert!(l.is_blocked(ip("198.51.100.7")));
+        assert_eq!(
+            SourceKey::of(ip("2001:db8:1:2::1")).to_string(),
+            "2001:db8:1:2::/64"
+        );
+    }
+
+    #[test]
+    fn stale_sources_are_forgotten_and_the_tables_stay_bounded() {
+        let settings = SourceLimitSettings {
+            connects_per_sec: 10,
+            connect_burst: 10,
+            ..limits(2, 60, 30)
+        };
+        let (l, clock) = limiter(&settings); // at most 100 sources a table
+        let addr = |i: u32| IpAddr::V4(Ipv4Addr::from(0xC633_0000 + i)); // 198.51.x.y
+        for i in 0..50 {
+            assert!(l.admit(addr(i)));
+            l.failed(addr(i));
+            l.failed(addr(i));
+            l.failed(addr(i)); // blocks it
+        }
+        assert_eq!(l.tracked(), (50, 50, 50));
+        // Once budgets are full again (the failure budget after 60 s; governor keeps a
+        // key one refill period longer) and blocks are over, the next sweep drops them.
+        clock.advance(Duration::from_secs(60 + 30 + 1));
+        assert!(l.admit(addr(1000)));
+        assert_eq!(l.tracked(), (0, 1, 0));
+        // Many addresses at once (no time passes, so nothing is stale): never more than
+        // the bound, and fresh sources are still served.
+        for i in 0..1_000 {
+            assert!(l.admit(addr(2000 + i)));
+            l.failed(addr(2000 + i));
+            l.failed(addr(2000 + i));
+            l.failed(addr(2000 + i));
+            let (f, a, b) = l.tracked();
+            assert!(f <= 100 && a <= 100 && b <= 100, "{:?}", (f, a, b));
+        }
+    }
+
+    #[test]
+    fn invalid_source_limit_settings_are_refused() {
+        assert!(SourceLimiter::new(&limits(30, 0, 60)).is_err());
+        assert!(SourceLimiter::new(&limits(30, 60, 0)).is_err());
+        // Failure limiting off: the other fields do not matter.
+        assert!(SourceLimiter::new(&limits(0, 0, 0)).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_blocked_source_is_refused_even_with_the_right_secret_but_not_the_hub() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("a.db").display());
+        let store = Store::connect(&url).await.expect("db");
+        crate::demo::seed(&store, 0).await.expect("seed");
+        let auth = authenticator_with(store, &limits(3, 60, 60));
+        let attacker: SocketAddr = "198.51.100.7:50000".parse().expect("addr");
+        let neighbour: SocketAddr = "198.51.100.8:50000".parse().expect("addr");
+        let secret = || crate::demo::DEMO_DEVICE_SECRET.to_string();
+        // Four failures across different ids and kinds: a wrong secret, an unknown id,
+        // a malformed identity, and the hub's id with a wrong password.
+        assert!(
+            !auth
+                .check(
+                    attacker,
+                    "demo-pendant-1".into(),
+                    "demo-pendant-1".into(),
+                    "guess".into()
+                )
+                .await
+        );
+        assert!(
+            !auth
+                .check(
+                    attacker,
+                    "no-such-device".into(),
+                    "no-such-device".into(),
+                    secret()
+                )
+                .await
+        );
+        assert!(
+            !auth
+                .check(
+                    attacker,
+                    "demo-pendant-2".into(),
+                    "someone".into(),
+                    secret()
+                )
+                .await
+        );
+        assert!(
+            !auth
+                .check(attacker, "hub".into(), "hub".into(), "guess".into())
+                .await
+        );
+        assert!(auth.sources.is_blocked(attacker.ip()));
+        // Now even the right secret is refused from there, without an argon2 run...
+        let runs = || {
+            auth.verifications
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        let before = runs();
+        assert!(
+            !auth
+                .check(
+                    attacker,
+                    "demo-pendant-3".into(),
+                    "demo-pendant-3".into(),
+                    secret()
+                )
+                .await
+        );
+        assert_eq!(runs(), before, "a blocked source costs no argon2 run");
+        // ...while another address connects with it, and the hub's own client is never limited.
+        assert!(
+            auth.check(
+                neighbour,
+                "demo-pendant-3".into(),
+                "demo-pendant-3".into(),
+                secret()
+            )
+            .await
+        );
+        assert!(
+            auth.check(attacker, "hub".into(), "hub".into(), "x".into())
+                .await
+        );
     }
 }

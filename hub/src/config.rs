@@ -31,6 +31,52 @@ pub struct MqttSettings {
     /// rumqttd silently drops messages for a reader that falls further behind than this.
     pub segment_bytes: usize,
     pub segment_count: usize,
+    /// Limits per source address on device connections (`[mqtt.source_limits]`).
+    #[serde(default)]
+    pub source_limits: SourceLimitSettings,
+}
+
+/// Limits per source address on the MQTT listener (docs/security.md T3, T10). A source is
+/// an IPv4 address or an IPv6 /64 (what one subscriber is usually given). Only *failed*
+/// CONNECTs count towards a block, so a village behind one NAT address reconnecting after
+/// a power cut is never blocked for its successes; the raw connection rate is generous.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct SourceLimitSettings {
+    /// Failed CONNECTs (wrong secret, unknown or malformed device id, for any device ids)
+    /// one source may make at once before it is blocked. 0 turns the block off.
+    pub max_failures: u32,
+    /// The budget refills over this many seconds: a source may go on failing at
+    /// `max_failures` per `failure_window_secs` without being blocked.
+    pub failure_window_secs: u64,
+    /// How long a blocked source's CONNECTs are refused, whatever their credentials.
+    /// Connections it already has are not touched.
+    pub block_secs: u64,
+    /// New TCP connections one source may open per second, sustained. 0 = no limit.
+    pub connects_per_sec: u32,
+    /// ...and at once (a burst, e.g. every device behind one NAT reconnecting).
+    pub connect_burst: u32,
+    /// Also limit loopback sources (127.0.0.0/8, ::1). Off by default: the hub's own
+    /// ingest connects over loopback, and so does a TLS proxy on the same host, where one
+    /// address stands for every device (such a proxy must limit per source itself).
+    pub limit_loopback: bool,
+    /// Sources never limited (CIDR, e.g. `"203.0.113.0/24"`): a vendor's cloud that
+    /// relays many devices from few addresses, a TLS proxy on another host.
+    pub exempt: Vec<ipnet::IpNet>,
+}
+
+impl Default for SourceLimitSettings {
+    fn default() -> Self {
+        Self {
+            max_failures: 30,
+            failure_window_secs: 60,
+            block_secs: 60,
+            connects_per_sec: 50,
+            connect_burst: 500,
+            limit_loopback: false,
+            exempt: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -89,6 +135,7 @@ impl Default for Settings {
                 max_connections: 20_000,
                 segment_bytes: 16 * 1024 * 1024,
                 segment_count: 4,
+                source_limits: SourceLimitSettings::default(),
             },
             http: HttpSettings {
                 listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
@@ -147,6 +194,34 @@ mod tests {
             assert_eq!(s.mqtt.listen.port(), 1884);
             assert_eq!(s.http.listen.port(), 9000);
             assert_eq!(s.escalation.critical.ack_deadlines_secs, vec![180, 300]);
+            assert_eq!(s.mqtt.source_limits, SourceLimitSettings::default());
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's test jail dictates the closure type
+    fn source_limits_are_set_in_part_from_the_file_and_env() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "hub.toml",
+                "[mqtt.source_limits]\nblock_secs = 300\nexempt = [\"203.0.113.0/24\", \"2001:db8::/48\"]\n",
+            )?;
+            jail.set_env("HUB_MQTT__SOURCE_LIMITS__LIMIT_LOOPBACK", "true");
+            let s = Settings::load(Some(Path::new("hub.toml"))).map_err(|e| *e)?;
+            let l = &s.mqtt.source_limits;
+            assert_eq!(l.block_secs, 300);
+            assert!(l.limit_loopback);
+            assert_eq!(l.max_failures, 30, "unset fields keep their defaults");
+            assert_eq!(l.exempt.len(), 2);
+            assert!(l.exempt[0].contains(&"203.0.113.9".parse::<std::net::IpAddr>().expect("ip")));
+            // A list in the environment (the form docs/operations.md shows).
+            jail.set_env("HUB_MQTT__SOURCE_LIMITS__EXEMPT", "[\"198.51.100.0/24\"]");
+            let s = Settings::load(Some(Path::new("hub.toml"))).map_err(|e| *e)?;
+            assert_eq!(
+                s.mqtt.source_limits.exempt,
+                vec!["198.51.100.0/24".parse::<ipnet::IpNet>().expect("cidr")]
+            );
             Ok(())
         });
     }

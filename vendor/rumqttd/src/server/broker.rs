@@ -349,7 +349,27 @@ pub struct Server<P> {
     router_tx: Sender<(ConnectionId, Event)>,
     protocol: P,
     awaiting_will_handler: Arc<Mutex<HashMap<String, Sender<AwaitingWill>>>>,
+    // ANXIN PATCH: per-source limits are decided by the embedder, which needs the peer
+    // address: at accept (`set_accept_filter`) and at CONNECT (`set_peer_auth_handler`).
+    accept_filter: Option<AcceptFilter>,
+    peer_auth: Option<PeerAuthHandler>,
 }
+
+/// ANXIN PATCH: decides, from the peer address alone, whether an accepted socket is
+/// served. Runs inside the accept loop: it must not block.
+type AcceptFilter = Arc<dyn Fn(SocketAddr) -> bool + Send + Sync>;
+
+/// ANXIN PATCH: an external auth handler that is also given the peer address.
+type PeerAuthHandler = Arc<
+    dyn Fn(
+            SocketAddr,
+            crate::ClientId,
+            crate::AuthUser,
+            crate::AuthPass,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
+        + Send
+        + Sync,
+>;
 
 impl<P: Protocol + Clone + Send + 'static> Server<P> {
     pub fn new(
@@ -362,7 +382,37 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
             router_tx,
             protocol,
             awaiting_will_handler: Arc::new(Mutex::new(HashMap::default())),
+            accept_filter: None,
+            peer_auth: None,
         }
+    }
+
+    /// ANXIN PATCH: consult `admit` with the peer address of every accepted socket,
+    /// before TLS and before CONNECT is read; `false` closes the socket at once. It runs
+    /// inside the accept loop, so it must be quick and must not block.
+    pub fn set_accept_filter<F>(&mut self, admit: F)
+    where
+        F: Fn(SocketAddr) -> bool + Send + Sync + 'static,
+    {
+        self.accept_filter = Some(Arc::new(admit));
+    }
+
+    /// ANXIN PATCH: like `ConnectionSettings::set_auth_handler`, but the handler is also
+    /// given the connection's peer address. It replaces the settings' `external_auth`
+    /// (and with it the static `auth` map, which rumqttd skips when an external handler
+    /// is set) for every connection this server accepts.
+    pub fn set_peer_auth_handler<F, O>(&mut self, auth_fn: F)
+    where
+        F: Fn(SocketAddr, crate::ClientId, crate::AuthUser, crate::AuthPass) -> O
+            + Send
+            + Sync
+            + 'static,
+        O: std::future::IntoFuture<Output = bool> + 'static,
+        O::IntoFuture: Send,
+    {
+        self.peer_auth = Some(Arc::new(move |peer, client_id, username, password| {
+            Box::pin(auth_fn(peer, client_id, username, password).into_future())
+        }));
     }
 
     // Depending on TLS or not create a new Network
@@ -414,6 +464,13 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                     continue;
                 }
             };
+            // ANXIN PATCH: the embedder's per-source limit; a refused socket is dropped
+            // (closed) before any work is spent on it.
+            if let Some(admit) = &self.accept_filter {
+                if !admit(addr) {
+                    continue;
+                }
+            }
             // ANXIN PATCH: no Nagle delay on what the broker sends devices (a small ack
             // written while an earlier segment is unacknowledged waited ~40 ms for the
             // peer's delayed ACK). Mosquitto's ack path measured 2 ms at p50.
@@ -433,7 +490,26 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                 name=?self.config.name, ?addr, count, tenant=?tenant_id, "accept"
             );
 
-            let config = config.clone();
+            // ANXIN PATCH: this connection's settings, with an auth handler that knows
+            // the peer address when the embedder asked for one.
+            let config = match &self.peer_auth {
+                Some(auth) => {
+                    let auth = auth.clone();
+                    let peer_auth: crate::AuthHandler =
+                        Arc::new(move |client_id, username, password| {
+                            auth(addr, client_id, username, password)
+                        });
+                    Arc::new(ConnectionSettings {
+                        connection_timeout_ms: config.connection_timeout_ms,
+                        max_payload_size: config.max_payload_size,
+                        max_inflight_count: config.max_inflight_count,
+                        auth: None,
+                        external_auth: Some(peer_auth),
+                        dynamic_filters: config.dynamic_filters,
+                    })
+                }
+                None => config.clone(),
+            };
             let router_tx = self.router_tx.clone();
             count += 1;
 
