@@ -89,20 +89,9 @@ pub struct Batch {
 #[error("import refused, nothing was written:\n{}", .0.join("\n"))]
 pub struct ImportErrors(pub Vec<String>);
 
-pub const DEVICE_KINDS: [&str; 12] = [
-    "sos",
-    "fall",
-    "motion",
-    "door",
-    "bed",
-    "smoke",
-    "gas",
-    "water_leak",
-    "water_meter",
-    "power_meter",
-    "wearable",
-    "thermometer",
-];
+/// The device kinds a row may name: those of the kind table (`ingest::kinds`), which
+/// says what each may send.
+pub use crate::ingest::kinds::DEVICE_KINDS;
 
 fn strip<T>(rows: Vec<(u64, T)>) -> Vec<T> {
     rows.into_iter().map(|(_, r)| r).collect()

@@ -233,6 +233,17 @@ pub struct DeviceAuth {
     pub revoked: bool,
 }
 
+/// A device as ingest and provisioning see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    pub household_id: String,
+    /// The device kind the operator registered (`devices.kind`): decides which event
+    /// kinds it may send (`ingest::kinds`).
+    pub kind: String,
+    /// When it was revoked; `None` while it is active.
+    pub revoked_at: Option<Millis>,
+}
+
 /// What happened when a raise decision was applied.
 #[derive(Debug, Clone)]
 pub struct Raised {
@@ -290,6 +301,11 @@ const ALARM_COLUMNS: &str = "id, household_id, village_id, town_id, device_id, r
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// Bumped after every committed change to a device's household, kind or revocation,
+    /// so ingest can cache devices and still drop its cache when one changed (see
+    /// [`Store::devices_generation`]). Changes by another process (the CLI on the same
+    /// file) are not seen.
+    devices_generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Store {
@@ -307,7 +323,10 @@ impl Store {
             .connect_with(opts)
             .await?;
         sqlx::migrate!("../migrations").run(&pool).await?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            devices_generation: Default::default(),
+        })
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -389,6 +408,7 @@ impl Store {
             .bind(now)
             .execute(&self.pool)
             .await?;
+        self.devices_changed();
         Ok(())
     }
 
@@ -493,6 +513,9 @@ impl Store {
             q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
+        if !batch.devices.is_empty() {
+            self.devices_changed();
+        }
         Ok(())
     }
 
@@ -776,6 +799,35 @@ impl Store {
 
     // ----- device credentials ---------------------------------------------------------
 
+    /// One device, active or revoked.
+    pub async fn device(&self, id: &str) -> Result<Option<DeviceRecord>> {
+        let row = sqlx::query("SELECT household_id, kind, revoked_at FROM devices WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(DeviceRecord {
+                household_id: r.try_get("household_id")?,
+                kind: r.try_get("kind")?,
+                revoked_at: r.try_get("revoked_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// A number that changes after every committed change to a device's household, kind
+    /// or revocation by this process: a cache of devices is valid while it stays the same.
+    pub fn devices_generation(&self) -> u64 {
+        self.devices_generation
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Call after committing a device change.
+    fn devices_changed(&self) {
+        self.devices_generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
     /// The household of an active (not revoked) device.
     pub async fn device_household(&self, id: &str) -> Result<Option<String>> {
         Ok(sqlx::query_scalar(
@@ -805,7 +857,11 @@ impl Store {
                 .bind(now)
                 .execute(&self.pool)
                 .await?;
-        Ok(done.rows_affected() > 0)
+        let revoked = done.rows_affected() > 0;
+        if revoked {
+            self.devices_changed();
+        }
+        Ok(revoked)
     }
 
     // ----- audit ------------------------------------------------------------------------
