@@ -244,6 +244,17 @@ pub struct DeviceRecord {
     pub revoked_at: Option<Millis>,
 }
 
+/// `ms` as RFC 3339 in UTC, to the second (for messages such as "revoked on ...").
+pub fn utc_time(ms: Millis) -> String {
+    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{ms} ms"))
+}
+
 /// What happened when a raise decision was applied.
 #[derive(Debug, Clone)]
 pub struct Raised {
@@ -290,7 +301,9 @@ const UPSERT_TOWN: &str = "INSERT INTO towns (id, name) VALUES ($1, $2) ON CONFL
 const UPSERT_VILLAGE: &str = "INSERT INTO villages (id, town_id, name) VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET town_id = excluded.town_id, name = excluded.name";
 const UPSERT_HOUSEHOLD: &str = "INSERT INTO households (id, village_id, address) VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET village_id = excluded.village_id, address = excluded.address";
 const UPSERT_ELDER: &str = "INSERT INTO elders (id, household_id, name, phone) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO UPDATE SET household_id = excluded.household_id, name = excluded.name, phone = excluded.phone";
-const UPSERT_DEVICE: &str = "INSERT INTO devices (id, household_id, kind, vendor, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET household_id = excluded.household_id, kind = excluded.kind, vendor = excluded.vendor, secret_hash = excluded.secret_hash, revoked_at = NULL";
+/// Register or re-key a device. A revoked device is left untouched (0 rows): only
+/// [`Store::reinstate_device`] clears a revocation, so nobody undoes one by accident.
+const UPSERT_DEVICE: &str = "INSERT INTO devices (id, household_id, kind, vendor, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET household_id = excluded.household_id, kind = excluded.kind, vendor = excluded.vendor, secret_hash = excluded.secret_hash WHERE devices.revoked_at IS NULL";
 
 /// The open alarm of a decision's subject and condition: `$1` household (or NULL),
 /// `$2` village (for grouped incidents), `$3` condition key.
@@ -389,7 +402,8 @@ impl Store {
         Ok(())
     }
 
-    /// Register (or re-key) a device. `secret_hash` is an argon2 PHC string.
+    /// Register (or re-key) a device. `secret_hash` is an argon2 PHC string. A revoked
+    /// device is refused (`Conflict`): bringing it back is [`Store::reinstate_device`].
     pub async fn upsert_device(
         &self,
         id: &str,
@@ -399,7 +413,7 @@ impl Store {
         secret_hash: &str,
         now: Millis,
     ) -> Result<()> {
-        sqlx::query(UPSERT_DEVICE)
+        let done = sqlx::query(UPSERT_DEVICE)
             .bind(id)
             .bind(household_id)
             .bind(kind)
@@ -408,6 +422,18 @@ impl Store {
             .bind(now)
             .execute(&self.pool)
             .await?;
+        if done.rows_affected() == 0 {
+            let since = match self.device(id).await? {
+                Some(DeviceRecord {
+                    revoked_at: Some(at),
+                    ..
+                }) => format!(" on {}", utc_time(at)),
+                _ => String::new(),
+            };
+            return Err(StoreError::Conflict(format!(
+                "device {id} was revoked{since} and stays revoked; to bring it back with a new secret, reinstate it: POST /api/devices with \"reinstate\": true"
+            )));
+        }
         self.devices_changed();
         Ok(())
     }
@@ -472,12 +498,14 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        // A revoked device in the batch is left as it is (import::apply refuses such rows
+        // before they get here; this keeps a concurrent revocation in force).
         for (d, hash) in batch.devices.iter().zip(secret_hashes) {
             let vendor = d.vendor.as_deref().unwrap_or("");
             let sql = if hash.is_some() {
                 UPSERT_DEVICE
             } else {
-                "UPDATE devices SET household_id = $2, kind = $3, vendor = $4 WHERE id = $1"
+                "UPDATE devices SET household_id = $2, kind = $3, vendor = $4 WHERE id = $1 AND revoked_at IS NULL"
             };
             let q = sqlx::query(sql)
                 .bind(&d.id)
@@ -813,6 +841,41 @@ impl Store {
             })
         })
         .transpose()
+    }
+
+    /// Revoked devices and when they were revoked (import validation).
+    pub async fn revoked_devices(&self) -> Result<std::collections::HashMap<String, Millis>> {
+        let rows = sqlx::query("SELECT id, revoked_at FROM devices WHERE revoked_at IS NOT NULL")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("revoked_at")?)))
+            .collect()
+    }
+
+    /// Bring a revoked device back, registered anew (household, kind, vendor, secret).
+    /// False if it is not revoked (unknown, or active).
+    pub async fn reinstate_device(
+        &self,
+        id: &str,
+        household_id: &str,
+        kind: &str,
+        vendor: &str,
+        secret_hash: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query("UPDATE devices SET household_id = $2, kind = $3, vendor = $4, secret_hash = $5, revoked_at = NULL WHERE id = $1 AND revoked_at IS NOT NULL")
+            .bind(id)
+            .bind(household_id)
+            .bind(kind)
+            .bind(vendor)
+            .bind(secret_hash)
+            .execute(&self.pool)
+            .await?;
+        let reinstated = done.rows_affected() > 0;
+        if reinstated {
+            self.devices_changed();
+        }
+        Ok(reinstated)
     }
 
     /// A number that changes after every committed change to a device's household, kind
