@@ -95,20 +95,9 @@ pub struct Batch {
 #[error("import refused, nothing was written:\n{}", .0.join("\n"))]
 pub struct ImportErrors(pub Vec<String>);
 
-pub const DEVICE_KINDS: [&str; 12] = [
-    "sos",
-    "fall",
-    "motion",
-    "door",
-    "bed",
-    "smoke",
-    "gas",
-    "water_leak",
-    "water_meter",
-    "power_meter",
-    "wearable",
-    "thermometer",
-];
+/// The device kinds a row may name: those of the kind table (`ingest::kinds`), which
+/// says what each may send.
+pub use crate::ingest::kinds::DEVICE_KINDS;
 
 fn strip<T>(rows: Vec<(u64, T)>) -> Vec<T> {
     rows.into_iter().map(|(_, r)| r).collect()
@@ -207,7 +196,8 @@ pub async fn apply(
     ];
     let lookup =
         |table: &str, id: &str| known.iter().any(|(t, ids)| *t == table && ids.contains(id));
-    let batch = load_from(files, &lookup)?;
+    let revoked = store.revoked_devices().await?;
+    let batch = load_checked(files, &lookup, &|id| revoked.get(id).copied())?;
     let existing_devices = store.ids("devices").await?;
     let existing_contacts = store.ids("contacts").await?;
     let mut report = ImportReport::default();
@@ -343,6 +333,18 @@ pub fn load_from(
     files: &Files<'_>,
     known: &dyn Fn(&str, &str) -> bool,
 ) -> Result<Batch, ImportErrors> {
+    load_checked(files, known, &|_| None)
+}
+
+/// The same, and `revoked` answers "was this device revoked, and when?": a row for a
+/// revoked device is an error. An import never brings a revoked device back (that takes
+/// an explicit `POST /api/devices` with `"reinstate": true`), and silently keeping it
+/// revoked would leave the sheet saying the device works when it cannot connect.
+pub fn load_checked(
+    files: &Files<'_>,
+    known: &dyn Fn(&str, &str) -> bool,
+    revoked: &dyn Fn(&str) -> Option<alert_rules::Millis>,
+) -> Result<Batch, ImportErrors> {
     let mut errors = Vec::new();
     let towns = read::<TownRow>(files, "towns.csv", &mut errors);
     let villages = read::<VillageRow>(files, "villages.csv", &mut errors);
@@ -434,6 +436,14 @@ pub fn load_from(
         }
     }
     for (line, r) in &devices {
+        if let Some(at) = revoked(&r.id) {
+            errors.push(format!(
+                "devices.csv:{line}: device {:?} was revoked on {}; an import does not bring it back. \
+                 Remove the row, or reinstate the device first (POST /api/devices with \"reinstate\": true; it gets a new secret)",
+                r.id,
+                crate::store::utc_time(at)
+            ));
+        }
         if !DEVICE_KINDS.contains(&r.kind.as_str()) {
             errors.push(format!(
                 "devices.csv:{line}: kind {:?} is not one of {}",
@@ -759,6 +769,32 @@ h-2,v-db,b
                 .map(|c| c.id.as_str())
                 .collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn a_row_for_a_revoked_device_is_an_error_that_says_when_and_what_to_do() {
+        let d = dir(&[(
+            "devices.csv",
+            "id,household_id,kind\nh-1-door,h-1,door\nh-1-sos,h-1,sos\n",
+        )]);
+        let at = 1_796_000_000_000; // 2026-11-30T00:53:20Z
+        let revoked = |id: &str| (id == "h-1-sos").then_some(at);
+        let files = |name: &str| {
+            let path = d.path().join(name);
+            path.exists().then(|| std::fs::read(&path))
+        };
+        let err = load_checked(&files, &|_, _| true, &revoked)
+            .expect_err("revoked row")
+            .0;
+        assert_eq!(err.len(), 1, "{err:?}");
+        for needle in [
+            "devices.csv:3: device \"h-1-sos\" was revoked on 2026-11-30T00:53:20Z",
+            "\"reinstate\": true",
+        ] {
+            assert!(err[0].contains(needle), "missing {needle:?} in {}", err[0]);
+        }
+        // Without revocations the same files are fine.
+        assert!(load_checked(&files, &|_, _| true, &|_| None).is_ok());
     }
 
     #[test]

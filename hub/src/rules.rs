@@ -106,6 +106,13 @@ pub enum Command {
         device: String,
         reply: oneshot::Sender<()>,
     },
+    /// Watch a device again (a revoked device was reinstated): its messages are served
+    /// and it counts for device health from now on.
+    WatchDevice {
+        household: String,
+        device: String,
+        reply: oneshot::Sender<()>,
+    },
     /// Swap in new rules, keeping all rule state.
     Reload {
         rules: Box<RuleSet>,
@@ -372,6 +379,17 @@ impl RulesStage {
                 self.revoked.insert(device.clone());
                 let decisions = self.engine.forget_device(&household, &device);
                 self.apply_all(&decisions).await;
+                let _ = reply.send(());
+            }
+            Command::WatchDevice {
+                household,
+                device,
+                reply,
+            } => {
+                self.revoked.remove(&device);
+                self.learn_household(&household).await;
+                self.engine
+                    .watch_device(&household, &device, self.alarms.now());
                 let _ = reply.send(());
             }
             Command::Reload { rules, reply } => {

@@ -287,6 +287,28 @@ pub struct DeviceAuth {
     pub revoked: bool,
 }
 
+/// A device as ingest and provisioning see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    pub household_id: String,
+    /// The device kind the operator registered (`devices.kind`): decides which event
+    /// kinds it may send (`ingest::kinds`).
+    pub kind: String,
+    /// When it was revoked; `None` while it is active.
+    pub revoked_at: Option<Millis>,
+}
+
+/// `ms` as RFC 3339 in UTC, to the second (for messages such as "revoked on ...").
+pub fn utc_time(ms: Millis) -> String {
+    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{ms} ms"))
+}
+
 /// What happened when a raise decision was applied.
 #[derive(Debug, Clone)]
 pub struct Raised {
@@ -388,7 +410,9 @@ const UPSERT_TOWN: &str = "INSERT INTO towns (id, name) VALUES ($1, $2) ON CONFL
 const UPSERT_VILLAGE: &str = "INSERT INTO villages (id, town_id, name) VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET town_id = excluded.town_id, name = excluded.name";
 const UPSERT_HOUSEHOLD: &str = "INSERT INTO households (id, village_id, address) VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET village_id = excluded.village_id, address = excluded.address";
 const UPSERT_ELDER: &str = "INSERT INTO elders (id, household_id, name, phone) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO UPDATE SET household_id = excluded.household_id, name = excluded.name, phone = excluded.phone";
-const UPSERT_DEVICE: &str = "INSERT INTO devices (id, household_id, kind, vendor, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET household_id = excluded.household_id, kind = excluded.kind, vendor = excluded.vendor, secret_hash = excluded.secret_hash, revoked_at = NULL";
+/// Register or re-key a device. A revoked device is left untouched (0 rows): only
+/// [`Store::reinstate_device`] clears a revocation, so nobody undoes one by accident.
+const UPSERT_DEVICE: &str = "INSERT INTO devices (id, household_id, kind, vendor, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET household_id = excluded.household_id, kind = excluded.kind, vendor = excluded.vendor, secret_hash = excluded.secret_hash WHERE devices.revoked_at IS NULL";
 
 /// The open alarm of a decision's subject and condition: `$1` household (or NULL),
 /// `$2` village (for grouped incidents), `$3` condition key.
@@ -399,6 +423,11 @@ const ALARM_COLUMNS: &str = "id, household_id, village_id, town_id, device_id, r
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// Bumped after every committed change to a device's household, kind or revocation,
+    /// so ingest can cache devices and still drop its cache when one changed (see
+    /// [`Store::devices_generation`]). Changes by another process (the CLI on the same
+    /// file) are not seen.
+    devices_generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Store {
@@ -416,7 +445,10 @@ impl Store {
             .connect_with(opts)
             .await?;
         sqlx::migrate!("../migrations").run(&pool).await?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            devices_generation: Default::default(),
+        })
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -479,7 +511,8 @@ impl Store {
         Ok(())
     }
 
-    /// Register (or re-key) a device. `secret_hash` is an argon2 PHC string.
+    /// Register (or re-key) a device. `secret_hash` is an argon2 PHC string. A revoked
+    /// device is refused (`Conflict`): bringing it back is [`Store::reinstate_device`].
     pub async fn upsert_device(
         &self,
         id: &str,
@@ -489,7 +522,7 @@ impl Store {
         secret_hash: &str,
         now: Millis,
     ) -> Result<()> {
-        sqlx::query(UPSERT_DEVICE)
+        let done = sqlx::query(UPSERT_DEVICE)
             .bind(id)
             .bind(household_id)
             .bind(kind)
@@ -498,6 +531,19 @@ impl Store {
             .bind(now)
             .execute(&self.pool)
             .await?;
+        if done.rows_affected() == 0 {
+            let since = match self.device(id).await? {
+                Some(DeviceRecord {
+                    revoked_at: Some(at),
+                    ..
+                }) => format!(" on {}", utc_time(at)),
+                _ => String::new(),
+            };
+            return Err(StoreError::Conflict(format!(
+                "device {id} was revoked{since} and stays revoked; to bring it back with a new secret, reinstate it: POST /api/devices with \"reinstate\": true"
+            )));
+        }
+        self.devices_changed();
         Ok(())
     }
 
@@ -562,12 +608,14 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        // A revoked device in the batch is left as it is (import::apply refuses such rows
+        // before they get here; this keeps a concurrent revocation in force).
         for (d, hash) in batch.devices.iter().zip(secret_hashes) {
             let vendor = d.vendor.as_deref().unwrap_or("");
             let sql = if hash.is_some() {
                 UPSERT_DEVICE
             } else {
-                "UPDATE devices SET household_id = $2, kind = $3, vendor = $4 WHERE id = $1"
+                "UPDATE devices SET household_id = $2, kind = $3, vendor = $4 WHERE id = $1 AND revoked_at IS NULL"
             };
             let q = sqlx::query(sql)
                 .bind(&d.id)
@@ -611,6 +659,9 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
+        if !batch.devices.is_empty() {
+            self.devices_changed();
+        }
         Ok(())
     }
 
@@ -1025,6 +1076,70 @@ impl Store {
 
     // ----- device credentials ---------------------------------------------------------
 
+    /// One device, active or revoked.
+    pub async fn device(&self, id: &str) -> Result<Option<DeviceRecord>> {
+        let row = sqlx::query("SELECT household_id, kind, revoked_at FROM devices WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(DeviceRecord {
+                household_id: r.try_get("household_id")?,
+                kind: r.try_get("kind")?,
+                revoked_at: r.try_get("revoked_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Revoked devices and when they were revoked (import validation).
+    pub async fn revoked_devices(&self) -> Result<std::collections::HashMap<String, Millis>> {
+        let rows = sqlx::query("SELECT id, revoked_at FROM devices WHERE revoked_at IS NOT NULL")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("revoked_at")?)))
+            .collect()
+    }
+
+    /// Bring a revoked device back, registered anew (household, kind, vendor, secret).
+    /// False if it is not revoked (unknown, or active).
+    pub async fn reinstate_device(
+        &self,
+        id: &str,
+        household_id: &str,
+        kind: &str,
+        vendor: &str,
+        secret_hash: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query("UPDATE devices SET household_id = $2, kind = $3, vendor = $4, secret_hash = $5, revoked_at = NULL WHERE id = $1 AND revoked_at IS NOT NULL")
+            .bind(id)
+            .bind(household_id)
+            .bind(kind)
+            .bind(vendor)
+            .bind(secret_hash)
+            .execute(&self.pool)
+            .await?;
+        let reinstated = done.rows_affected() > 0;
+        if reinstated {
+            self.devices_changed();
+        }
+        Ok(reinstated)
+    }
+
+    /// A number that changes after every committed change to a device's household, kind
+    /// or revocation by this process: a cache of devices is valid while it stays the same.
+    pub fn devices_generation(&self) -> u64 {
+        self.devices_generation
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Call after committing a device change.
+    fn devices_changed(&self) {
+        self.devices_generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
     /// The household of an active (not revoked) device.
     pub async fn device_household(&self, id: &str) -> Result<Option<String>> {
         Ok(sqlx::query_scalar(
@@ -1054,7 +1169,11 @@ impl Store {
                 .bind(now)
                 .execute(&self.pool)
                 .await?;
-        Ok(done.rows_affected() > 0)
+        let revoked = done.rows_affected() > 0;
+        if revoked {
+            self.devices_changed();
+        }
+        Ok(revoked)
     }
 
     // ----- audit ------------------------------------------------------------------------

@@ -160,14 +160,22 @@ async fn every_bad_payload_gets_its_reason_and_the_hub_keeps_serving() {
         .expect("other device served");
     assert_eq!(ack["result"], "stored");
 
-    // Valid events of the new kinds are accepted and counted under their wire kind.
-    for (kind, fields) in [
-        ("checkin", json!({})),
-        ("visit", json!({"action": "start", "carer": "tag-123"})),
-        ("visit", json!({"action": "end"})),
-        ("water_meter", json!({"interval_m3": 0.004})),
+    // Valid events of the new kinds are accepted and counted under their wire kind, each
+    // from a kind of device that may send it (`hub::ingest::kinds`).
+    let door = hub.device("demo-door-1").await;
+    let meter = hub.device("demo-water-1").await;
+    for (sender, kind, fields) in [
+        (&dev, "checkin", json!({})),
+        (
+            &door,
+            "visit",
+            json!({"action": "start", "carer": "tag-123"}),
+        ),
+        (&door, "visit", json!({"action": "end"})),
+        (&meter, "water_meter", json!({"interval_m3": 0.004})),
     ] {
-        dev.send(&payload::event(kind, fields))
+        sender
+            .send(&payload::event(kind, fields))
             .await
             .expect("publish");
     }

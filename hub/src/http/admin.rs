@@ -1,18 +1,16 @@
 //! District onboarding over REST — the same operations as `hub admin`: import and export
-//! the district as CSV files, provision a device (its secret shown once). District staff
+//! the district as CSV files (provisioning a device is in `devices`). District staff
 //! only; every call is audited.
 
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 
 use super::{ApiError, AppState, Caller};
 use crate::authz;
-use crate::import::{ApplyError, DeviceRow, DEVICE_KINDS};
-use crate::secrets;
+use crate::import::ApplyError;
 
 /// The largest import accepted over REST (a district of some thousand homes is a few
 /// hundred KiB of CSV).
@@ -95,75 +93,4 @@ pub(super) async fn export(
     )
     .await;
     Ok(Json(serde_json::json!({ "files": files })))
-}
-
-#[derive(Debug, Deserialize)]
-pub(super) struct DeviceBody {
-    id: String,
-    household_id: String,
-    kind: String,
-    #[serde(default)]
-    vendor: Option<String>,
-}
-
-/// `POST /api/devices` `{"id","household_id","kind","vendor"}` → `201 {"device_id","secret"}`:
-/// the secret is shown once (only its hash is stored).
-pub(super) async fn provision(
-    State(state): State<AppState>,
-    caller: Caller,
-    Json(b): Json<DeviceBody>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    authz::district(&state, &caller, &format!("device:{}", b.id)).await?;
-    crate::ingest::contract::DeviceId::parse(&b.id)
-        .map_err(|e| ApiError::BadRequest(format!("device id {:?}: {e}", b.id)))?;
-    if !DEVICE_KINDS.contains(&b.kind.as_str()) {
-        return Err(ApiError::BadRequest(format!(
-            "kind {:?} is not one of {}",
-            b.kind,
-            DEVICE_KINDS.join(", ")
-        )));
-    }
-    let store = &state.alarms.store;
-    if store.ids("devices").await?.contains(&b.id) {
-        return Err(ApiError::Conflict(format!(
-            "device {} exists; rotate its secret instead",
-            b.id
-        )));
-    }
-    if !store.ids("households").await?.contains(&b.household_id) {
-        return Err(ApiError::BadRequest(format!(
-            "unknown household {:?}",
-            b.household_id
-        )));
-    }
-    let (secret, hash) = secrets::new_hashed_secret()
-        .await
-        .map_err(ApiError::Internal)?;
-    let row = DeviceRow {
-        id: b.id.clone(),
-        household_id: b.household_id.clone(),
-        kind: b.kind.clone(),
-        vendor: b.vendor.clone(),
-        secret: None,
-    };
-    let batch = crate::import::Batch {
-        devices: vec![row],
-        ..Default::default()
-    };
-    store
-        .import(&batch, &[Some(hash)], &[], state.alarms.now())
-        .await?;
-    authz::audit(
-        &state,
-        &caller,
-        "device.provision",
-        &format!("device:{}", b.id),
-        "allowed",
-        serde_json::json!({ "household": b.household_id, "kind": b.kind }),
-    )
-    .await;
-    Ok((
-        StatusCode::CREATED,
-        Json(serde_json::json!({ "device_id": b.id, "secret": secret })),
-    ))
 }

@@ -111,7 +111,7 @@ pub fn router(state: AppState) -> Router {
             )),
         )
         .route("/api/admin/export", get(admin::export))
-        .route("/api/devices", post(admin::provision))
+        .route("/api/devices", post(devices::provision))
         .route("/api/devices/{id}/rotate", post(devices::rotate))
         .route("/api/devices/{id}/revoke", post(devices::revoke))
         .route("/api/ws", get(ws))

@@ -108,6 +108,8 @@ pub enum ErrorCode {
     UnknownTopic,
     TopicMismatch,
     UnknownDevice,
+    /// A valid event of a kind this device's kind may not send (see `kinds::TABLE`).
+    KindNotAllowed,
 }
 
 impl ErrorCode {
@@ -125,6 +127,7 @@ impl ErrorCode {
             ErrorCode::UnknownTopic => "unknown_topic",
             ErrorCode::TopicMismatch => "topic_mismatch",
             ErrorCode::UnknownDevice => "unknown_device",
+            ErrorCode::KindNotAllowed => "kind_not_allowed",
         }
     }
 }

@@ -4,9 +4,11 @@
 //! broker — the embedded one over loopback by default — rather than rumqttd's in-process
 //! link, so the very same code serves an external broker cluster later (see
 //! ARCHITECTURE.md). Malformed input is data, not an error: it is counted, logged
-//! without personal data, and reported to the device on its `errors` topic.
+//! without personal data, and reported to the device on its `errors` topic. So is a
+//! valid event that the device's kind may not send (`kinds`).
 
 pub mod contract;
+pub mod kinds;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -20,6 +22,7 @@ use crate::clock::SharedClock;
 use crate::rules::{CriticalEvent, Input, Lanes, Outcome};
 use crate::store::Store;
 use contract::{Ack, AckResult, DeviceId, ErrorCode, ErrorReport, Inbound, Rejection};
+use kinds::{Policy, Verdict};
 
 /// How to reach the broker.
 #[derive(Clone)]
@@ -77,7 +80,8 @@ pub async fn run(
         store,
         clock,
         rules,
-        households: HashMap::new(),
+        devices: HashMap::new(),
+        devices_generation: 0,
     };
     let worker = tokio::spawn(handler.run(msg_rx));
 
@@ -131,9 +135,29 @@ struct Handler {
     store: Store,
     clock: SharedClock,
     rules: Lanes,
-    /// device id → household id (devices rarely move; a miss goes to the store).
-    households: HashMap<String, String>,
+    /// device id → what ingest needs to know about it, so that ~20k messages a second
+    /// do not each cost a query. A miss goes to the store; the whole map is dropped when
+    /// the store reports that any device changed (`devices_generation`).
+    devices: HashMap<String, Known>,
+    /// The store's `devices_generation` that `devices` was filled under.
+    devices_generation: u64,
 }
+
+/// An active device, as cached.
+#[derive(Debug, Clone)]
+struct Known {
+    household: String,
+    /// Which event kinds it may send, resolved from its kind once.
+    policy: Policy,
+    /// When it was read from the store.
+    loaded: std::time::Instant,
+}
+
+/// A refused event re-reads its device from the store if the cached entry is older than
+/// this: a kind corrected by another process (`hub admin import` on the same database,
+/// which the store generation does not see) applies within this time, while a device
+/// that floods refused events costs at most one query per interval.
+const REREAD_REFUSED_AFTER: Duration = Duration::from_secs(30);
 
 impl Handler {
     async fn run(mut self, mut rx: mpsc::Receiver<Publish>) {
@@ -155,7 +179,10 @@ impl Handler {
                 }
                 match contract::parse_status(&p.payload) {
                     Ok(signal) => {
-                        self.observe(device, signal, None, &topic).await;
+                        // Every kind of device reports its connection state.
+                        if let Some(known) = self.known(&device, &topic).await {
+                            self.observe(known.household, device, signal, None).await;
+                        }
                     }
                     Err(rej) => self.reject(Some(&device), &topic, rej).await,
                 }
@@ -195,28 +222,72 @@ impl Handler {
         }
     }
 
-    async fn household_of(&mut self, device: &DeviceId) -> Option<String> {
-        if let Some(h) = self.households.get(device.as_str()) {
-            return Some(h.clone());
+    /// The device if it is registered and not revoked; otherwise it is told so.
+    async fn known(&mut self, device: &DeviceId, topic: &str) -> Option<Known> {
+        let generation = self.store.devices_generation();
+        if generation != self.devices_generation {
+            self.devices.clear();
+            self.devices_generation = generation;
         }
-        match self.store.device_auth(device.as_str()).await {
-            Ok(Some(d)) if !d.revoked => {
-                self.households
-                    .insert(device.as_str().to_owned(), d.household_id.clone());
-                Some(d.household_id)
-            }
-            Ok(_) => None,
-            Err(e) => {
-                tracing::error!(error = %e, "device lookup failed");
-                None
-            }
+        if let Some(k) = self.devices.get(device.as_str()) {
+            return Some(k.clone());
         }
+        match self.store.device(device.as_str()).await {
+            Ok(Some(d)) if d.revoked_at.is_none() => {
+                let policy = Policy::of(&d.kind);
+                if policy == Policy::Unlisted {
+                    // Once per device and cache generation: enough to find them.
+                    tracing::warn!(device = %device, kind = %d.kind, "device kind is not in the kind table; its events are not checked (re-register it with a listed kind)");
+                }
+                let k = Known {
+                    household: d.household_id,
+                    policy,
+                    loaded: std::time::Instant::now(),
+                };
+                self.devices.insert(device.as_str().to_owned(), k.clone());
+                return Some(k);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "device lookup failed"),
+        }
+        let rej = Rejection {
+            code: ErrorCode::UnknownDevice,
+            reason: format!("device {device} is not registered or was revoked"),
+            event_id: None,
+        };
+        self.reject(Some(device), topic, rej).await;
+        None
     }
 
     async fn event(&mut self, device: DeviceId, ev: contract::DeviceEvent, topic: &str) {
+        let Some(mut known) = self.known(&device, topic).await else {
+            return;
+        };
+        if known.policy.check(ev.kind) == Verdict::Refused
+            && known.loaded.elapsed() >= REREAD_REFUSED_AFTER
+        {
+            self.devices.remove(device.as_str());
+            let Some(again) = self.known(&device, topic).await else {
+                return;
+            };
+            known = again;
+        }
+        match known.policy.check(ev.kind) {
+            Verdict::Allowed => {}
+            Verdict::Unchecked => {
+                metrics::counter!("anxin_device_events_unchecked_total", "kind" => ev.kind)
+                    .increment(1);
+            }
+            Verdict::Refused => {
+                let rej = known.policy.refusal(ev.kind, &ev.event_id);
+                self.reject(Some(&device), topic, rej).await;
+                return;
+            }
+        }
         metrics::counter!("anxin_device_events_total", "kind" => ev.kind).increment(1);
+        let household = known.household;
         if !ev.is_critical() {
-            self.observe(device, ev.signal, None, topic).await;
+            self.observe(household, device, ev.signal, None).await;
             return;
         }
         let (reply, answer) = oneshot::channel();
@@ -227,7 +298,7 @@ impl Handler {
             reply,
         };
         if !self
-            .observe(device.clone(), ev.signal, Some(critical), topic)
+            .observe(household, device.clone(), ev.signal, Some(critical))
             .await
         {
             return;
@@ -269,20 +340,11 @@ impl Handler {
     /// Hand an observation to the rules stage. Returns false if it was not accepted.
     async fn observe(
         &mut self,
+        household: String,
         device: DeviceId,
         signal: Signal,
         critical: Option<CriticalEvent>,
-        topic: &str,
     ) -> bool {
-        let Some(household) = self.household_of(&device).await else {
-            let rej = Rejection {
-                code: ErrorCode::UnknownDevice,
-                reason: format!("device {device} is not registered or was revoked"),
-                event_id: None,
-            };
-            self.reject(Some(&device), topic, rej).await;
-            return false;
-        };
         let obs = Observation {
             household,
             device: device.as_str().to_owned(),
