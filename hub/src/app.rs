@@ -31,6 +31,8 @@ use crate::store::Store;
 
 pub struct App {
     pub http_addr: SocketAddr,
+    /// Where `/metrics` is served when `[http] metrics_listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     pub mqtt_addr: SocketAddr,
     pub store: Store,
     pub alarms: AlarmService,
@@ -131,13 +133,39 @@ impl App {
             })
         });
         let kicks = crate::broker::Kicks::default();
+        // `/metrics` on its own listener when configured (and then not on the public one).
+        let metrics_addr = match (settings.http.metrics_listen, &metrics) {
+            (Some(addr), Some(handle)) => {
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding metrics on {addr}"))?;
+                let bound = l.local_addr()?;
+                let stop = servers.clone();
+                let app = crate::http::metrics_router(handle.clone());
+                tracker.spawn(async move {
+                    let served = axum::serve(l, app)
+                        .with_graceful_shutdown(async move { stop.cancelled().await })
+                        .await;
+                    if let Err(e) = served {
+                        tracing::error!(error = %e, "metrics server stopped");
+                    }
+                });
+                Some(bound)
+            }
+            _ => None,
+        };
         let router = crate::http::router(AppState {
             alarms: alarms.clone(),
-            metrics,
+            metrics: if metrics_addr.is_some() {
+                None
+            } else {
+                metrics
+            },
             sim,
             rules: rules_handle,
             kicks: kicks.clone(),
             login_failures: Default::default(),
+            login_sources: Default::default(),
             credentials_ended: tokio::sync::broadcast::channel(64).0,
         });
         let http_stop = servers.clone();
@@ -190,6 +218,7 @@ impl App {
         tracing::info!(%http_addr, mqtt_addr = %broker.addr, "hub started");
         Ok(App {
             http_addr,
+            metrics_addr,
             mqtt_addr: broker.addr,
             store,
             alarms,

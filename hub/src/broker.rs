@@ -230,10 +230,18 @@ impl DeviceAuthenticator {
         {
             return true;
         }
-        // A blocked source is refused before any database lookup or argon2 run, even
-        // with the right secret: that is what makes the block cheap.
-        if self.sources.is_blocked(peer.ip()) {
-            return false;
+        // A blocked source runs no argon2 at all: only a device whose exact secret has
+        // verified since the hub started (a cheap fingerprint lookup) gets through, so
+        // known pendants behind an address shared with a guesser (a village NAT, a
+        // carrier's NAT) still reconnect; everything else is refused.
+        let blocked = self.sources.is_blocked(peer.ip());
+        let refuse_blocked = || {
+            metrics::counter!("anxin_mqtt_connect_refused_total", "reason" => "source_limited")
+                .increment(1);
+            false
+        };
+        if blocked && (client_id != user || contract::DeviceId::parse(&client_id).is_err()) {
+            return refuse_blocked();
         }
         if client_id != user
             || client_id == self.hub.client_id
@@ -246,6 +254,7 @@ impl DeviceAuthenticator {
         }
         let record = match self.store.device_auth(&client_id).await {
             Ok(Some(r)) if !r.revoked => r,
+            Ok(_) if blocked => return refuse_blocked(),
             Ok(_) => {
                 metrics::counter!("anxin_mqtt_connect_refused_total", "reason" => "unknown_device")
                     .increment(1);
@@ -268,7 +277,13 @@ impl DeviceAuthenticator {
                 .unwrap_or(false)
         };
         if cached() {
+            if blocked {
+                metrics::counter!("anxin_mqtt_connect_known_while_blocked_total").increment(1);
+            }
             return true;
+        }
+        if blocked {
+            return refuse_blocked();
         }
         let Ok(_permit) = self.verify_gate.acquire().await else {
             return false;
@@ -331,14 +346,14 @@ impl DeviceAuthenticator {
 /// subscriber is usually given; keyed by the full address, one host could use 2^64 fresh
 /// budgets). IPv4-mapped IPv6 addresses (a dual-stack listener) count as IPv4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum SourceKey {
+pub(crate) enum SourceKey {
     V4(Ipv4Addr),
     /// The upper 64 bits of the address.
     V6(u64),
 }
 
 impl SourceKey {
-    fn of(ip: IpAddr) -> Self {
+    pub(crate) fn of(ip: IpAddr) -> Self {
         match ip.to_canonical() {
             IpAddr::V4(v4) => SourceKey::V4(v4),
             IpAddr::V6(v6) => SourceKey::V6((u128::from(v6) >> 64) as u64),
@@ -507,7 +522,7 @@ impl<C: Clock + Clone> SourceLimiter<C> {
         false
     }
 
-    /// At CONNECT: is `ip` blocked? Counted as a `source_limited` refusal when it is.
+    /// At CONNECT: is `ip` blocked? (The caller counts the refusal.)
     pub fn is_blocked(&self, ip: IpAddr) -> bool {
         let Some(key) = self.source(ip) else {
             return false;
@@ -515,15 +530,9 @@ impl<C: Clock + Clone> SourceLimiter<C> {
         let Ok(t) = self.state.lock() else {
             return false;
         };
-        let blocked = t
-            .blocked
+        t.blocked
             .get(&key)
-            .is_some_and(|until| *until > self.clock.now());
-        if blocked {
-            metrics::counter!("anxin_mqtt_connect_refused_total", "reason" => "source_limited")
-                .increment(1);
-        }
-        blocked
+            .is_some_and(|until| *until > self.clock.now())
     }
 
     /// A CONNECT from `ip` failed authentication. Returns true when this failure blocked
@@ -1030,7 +1039,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_blocked_source_is_refused_even_with_the_right_secret_but_not_the_hub() {
+    async fn a_blocked_source_runs_no_argon2_and_lets_only_known_devices_and_the_hub_in() {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}", dir.path().join("a.db").display());
         let store = Store::connect(&url).await.expect("db");
@@ -1108,5 +1117,29 @@ mod tests {
             auth.check(attacker, "hub".into(), "hub".into(), "x".into())
                 .await
         );
+        // demo-pendant-3's secret has verified now: from the blocked address, that exact
+        // secret gets through on the fingerprint (a pendant behind a NAT it shares with a
+        // guesser reconnects), still without argon2; a wrong one is refused.
+        let before = runs();
+        assert!(
+            auth.check(
+                attacker,
+                "demo-pendant-3".into(),
+                "demo-pendant-3".into(),
+                secret()
+            )
+            .await
+        );
+        assert!(
+            !auth
+                .check(
+                    attacker,
+                    "demo-pendant-3".into(),
+                    "demo-pendant-3".into(),
+                    "guess".into()
+                )
+                .await
+        );
+        assert_eq!(runs(), before, "still no argon2 run for the blocked source");
     }
 }

@@ -83,6 +83,11 @@ impl Default for SourceLimitSettings {
 pub struct HttpSettings {
     /// REST + websocket. Port 0 picks a free port (tests).
     pub listen: SocketAddr,
+    /// Serve `/metrics` (and `/healthz`) on this address only, not on `listen`: e.g.
+    /// `127.0.0.1:9464`, so metrics never pass the public proxy. Unset: `/metrics` is on
+    /// `listen`, without a token.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -139,6 +144,7 @@ impl Default for Settings {
             },
             http: HttpSettings {
                 listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+                metrics_listen: None,
             },
             rules: RulesSettings {
                 file: None,

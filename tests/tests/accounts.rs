@@ -376,3 +376,41 @@ async fn api_tokens_belong_to_an_account_expire_and_revoke_and_close_websockets(
         assert!(actions.contains(&a), "{a} in {actions:?}");
     }
 }
+
+/// Login attempts are limited per source address: one address trying many usernames is
+/// answered 429 with `Retry-After` once its budget (20 at once, 10 a minute) is spent.
+#[tokio::test]
+async fn one_address_trying_many_usernames_is_told_to_wait() {
+    let hub = TestHub::spawn().await;
+    add_account(
+        &hub,
+        "a-zhao",
+        "zhao.v2",
+        "correct horse battery",
+        "village:v-2",
+    )
+    .await;
+    for i in 0..hub::http::accounts::LOGIN_BURST {
+        let r = login(&hub, &format!("user{i}"), "guess").await;
+        assert_eq!(r.status(), 401, "attempt {i} is within the budget");
+    }
+    let r = login(&hub, "zhao.v2", "correct horse battery").await;
+    assert_eq!(r.status(), 429, "the budget of this address is spent");
+    let wait: u64 = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!(
+        (1..=6).contains(&wait),
+        "one attempt refills in 6 s, got {wait}"
+    );
+    let body: Value = r.json().await.expect("json");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("too many login attempts")),
+        "{body}"
+    );
+}

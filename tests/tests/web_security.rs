@@ -49,3 +49,38 @@ async fn every_response_carries_the_security_headers_and_bodies_are_limited() {
         .expect("request");
     assert_eq!(r.status().as_u16(), 413);
 }
+
+/// With `[http] metrics_listen`, `/metrics` is served only there: the public listener
+/// answers 404, so metrics never pass the proxy in front of it.
+#[tokio::test]
+async fn metrics_can_live_on_their_own_listener_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = anxin_tests::settings_for(dir.path());
+    settings.http.metrics_listen = Some("127.0.0.1:0".parse().expect("addr"));
+    let app = hub::App::build(settings, std::sync::Arc::new(hub::clock::SystemClock))
+        .await
+        .expect("hub starts");
+    let metrics = app.metrics_addr.expect("metrics listener bound");
+    assert_ne!(metrics, app.http_addr);
+    let get = |url: String| async move {
+        let r = reqwest::get(url).await.expect("request");
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    };
+    // Something to count: a failed login.
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/api/login", app.http_addr))
+        .json(&serde_json::json!({"username": "nobody", "password": "x"}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status(), 401);
+    let (status, _) = get(format!("http://{}/metrics", app.http_addr)).await;
+    assert_eq!(status, 404, "not on the public listener");
+    let (status, body) = get(format!("http://{metrics}/metrics")).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("anxin_logins_total"),
+        "prometheus text: {body:.300}"
+    );
+    app.shutdown().await;
+}

@@ -2,7 +2,8 @@
 //! board) or a bearer token (API clients), logout, password change. Every login and
 //! failed login is audited. Guessing is slowed per username (a failed login after five
 //! in 15 minutes is answered after 2 s); the right password is never refused, so a
-//! stranger cannot lock a village worker out.
+//! stranger cannot lock a village worker out. Attempts are also limited per source
+//! address ([`LoginSources`]): one address trying many usernames gets 429.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,6 +31,67 @@ const MIN_PASSWORD: usize = 10;
 
 /// Failed logins per username in the current window.
 pub type Failures = Arc<Mutex<HashMap<String, (u32, Instant)>>>;
+
+/// Login attempts per source address (an IPv4 address or an IPv6 /64): a budget of
+/// [`LOGIN_BURST`] refilled at [`LOGIN_PER_MINUTE`] a minute (GCRA, governor). Enough for
+/// a village office where everyone logs in at 8 o'clock behind one address; a guesser
+/// from one address gets 10 tries a minute, for all usernames together, on top of the
+/// per-username slowing. Past it: 429 with `Retry-After`, before any password is hashed.
+pub struct LoginSources {
+    quota: governor::Quota,
+    budgets: Mutex<Budgets>,
+}
+
+type Budgets = governor::RateLimiter<
+    crate::broker::SourceKey,
+    governor::state::keyed::HashMapStateStore<crate::broker::SourceKey>,
+    governor::clock::DefaultClock,
+>;
+
+pub const LOGIN_PER_MINUTE: u32 = 10;
+pub const LOGIN_BURST: u32 = 20;
+/// Sources tracked before stale ones are dropped (and, if still this many, all).
+const MAX_SOURCES: usize = 100_000;
+
+impl Default for LoginSources {
+    fn default() -> Self {
+        let n = |v: u32| std::num::NonZeroU32::new(v).unwrap_or(std::num::NonZeroU32::MIN);
+        let quota = governor::Quota::per_minute(n(LOGIN_PER_MINUTE)).allow_burst(n(LOGIN_BURST));
+        LoginSources {
+            quota,
+            budgets: Mutex::new(governor::RateLimiter::hashmap(quota)),
+        }
+    }
+}
+
+impl LoginSources {
+    /// Take one attempt from `source`'s budget; `Err(seconds)` until the next is allowed.
+    /// Without a known address (no connect info) nothing is limited.
+    pub fn attempt(&self, source: Option<&str>) -> Result<(), u64> {
+        let Some(ip) = source.and_then(|s| s.parse::<std::net::IpAddr>().ok()) else {
+            return Ok(());
+        };
+        let Ok(mut budgets) = self.budgets.lock() else {
+            return Ok(());
+        };
+        if budgets.len() >= MAX_SOURCES {
+            budgets.retain_recent();
+            if budgets.len() >= MAX_SOURCES / 4 * 3 {
+                *budgets = governor::RateLimiter::hashmap(self.quota);
+                tracing::warn!("login per-source table full (many addresses?): starting afresh");
+            }
+        }
+        budgets
+            .check_key(&crate::broker::SourceKey::of(ip))
+            .map_err(|not_until| {
+                use governor::clock::Clock;
+                not_until
+                    .wait_time_from(governor::clock::DefaultClock::default().now())
+                    .as_secs()
+                    .max(1)
+            })
+    }
+}
 
 #[derive(Debug, Deserialize)]
 pub(super) struct LoginBody {
@@ -73,6 +135,17 @@ pub(super) async fn login(
     ClientAddr(src): ClientAddr,
     Json(b): Json<LoginBody>,
 ) -> Result<Response, ApiError> {
+    if let Err(secs) = state.login_sources.attempt(src.as_deref()) {
+        metrics::counter!("anxin_logins_total", "outcome" => "source_limited").increment(1);
+        tracing::info!(
+            source = src.as_deref().unwrap_or("?"),
+            "login refused: too many attempts from this address"
+        );
+        return Err(ApiError::TooManyRequests(
+            format!("too many login attempts from your address; try again in {secs} s"),
+            secs,
+        ));
+    }
     let store = &state.alarms.store;
     if b.username.is_empty() || b.username.len() > 128 || b.password.len() > 1024 {
         return Err(ApiError::BadRequest(
@@ -372,4 +445,26 @@ pub(super) async fn revoke_token(
     )
     .await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_login_budget_is_per_source_address() {
+        let l = LoginSources::default();
+        for _ in 0..LOGIN_BURST {
+            assert!(l.attempt(Some("192.0.2.1")).is_ok());
+        }
+        assert!(l.attempt(Some("192.0.2.1")).is_err(), "spent");
+        assert!(l.attempt(Some("192.0.2.2")).is_ok(), "another address");
+        // An IPv6 /64 is one source: another address in it shares the budget.
+        for _ in 0..LOGIN_BURST {
+            assert!(l.attempt(Some("2001:db8::1")).is_ok());
+        }
+        assert!(l.attempt(Some("2001:db8::2")).is_err(), "same /64");
+        assert!(l.attempt(Some("2001:db8:0:1::1")).is_ok(), "another /64");
+        assert!(l.attempt(None).is_ok(), "no address known: not limited");
+    }
 }

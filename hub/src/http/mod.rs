@@ -42,6 +42,8 @@ pub struct AppState {
     pub kicks: crate::broker::Kicks,
     /// Failed logins per username (slows password guessing; see `accounts`).
     pub login_failures: accounts::Failures,
+    /// Login attempts per source address (see `accounts`).
+    pub login_sources: Arc<accounts::LoginSources>,
     /// Accounts whose credentials were just taken away (logout, password change, token
     /// revoked): open websockets of that account check theirs again at once.
     pub credentials_ended: tokio::sync::broadcast::Sender<String>,
@@ -130,6 +132,19 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The router of the separate metrics listener (`[http] metrics_listen`).
+pub fn metrics_router(handle: Arc<PrometheusHandle>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let h = handle.clone();
+                async move { h.render() }
+            }),
+        )
+}
+
 fn header_layer(
     name: axum::http::HeaderName,
     value: &'static str,
@@ -145,6 +160,8 @@ pub enum ApiError {
     NotFound(String),
     BadRequest(String),
     Conflict(String),
+    /// 429 with `Retry-After` (seconds).
+    TooManyRequests(String, u64),
     Internal(anyhow::Error),
 }
 
@@ -159,6 +176,16 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, m),
+            ApiError::TooManyRequests(m, secs) => {
+                let mut resp = (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Json(serde_json::json!({ "error": m })),
+                )
+                    .into_response();
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                return resp;
+            }
             ApiError::Internal(e) => {
                 tracing::error!(error = %e, "request failed");
                 (
