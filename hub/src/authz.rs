@@ -253,6 +253,69 @@ pub async fn scope(
     }
 }
 
+/// Alarm fields a family member is not shown: the escalation machinery (levels,
+/// deadlines, internal keys) and the staff areas. Families see what happened, when, its
+/// state, and who took it and how it ended.
+const FAMILY_HIDDEN: [&str; 9] = [
+    "town_id",
+    "village_id",
+    "condition_key",
+    "level",
+    "level_deadline_at",
+    "renotify_at",
+    "overdue_at",
+    "overdue_notified",
+    "max_level",
+];
+/// Timeline details a family member is not shown: who else was notified, at which level.
+const FAMILY_HIDDEN_DETAIL: [&str; 3] = ["recipients", "level", "reason"];
+
+/// An alarm as `scope` may see it (staff: all of it; family: without [`FAMILY_HIDDEN`]).
+pub fn shown_alarm(scope: &Scope, alarm: &Alarm) -> serde_json::Value {
+    let mut v = serde_json::to_value(alarm).unwrap_or_default();
+    if scope.is_family() {
+        hide_alarm_fields(&mut v);
+    }
+    v
+}
+
+/// A timeline step with its alarm (what the websocket sends), as `scope` may see it.
+pub fn shown_update(scope: &Scope, u: &crate::store::AlarmUpdate) -> serde_json::Value {
+    let mut v = serde_json::to_value(u).unwrap_or_default();
+    if scope.is_family() {
+        hide_detail_fields(&mut v);
+        if let Some(a) = v.get_mut("alarm") {
+            hide_alarm_fields(a);
+        }
+    }
+    v
+}
+
+/// An alarm's timeline, as `scope` may see it.
+pub fn shown_timeline(scope: &Scope, steps: &[crate::store::TimelineEntry]) -> serde_json::Value {
+    let mut v = serde_json::to_value(steps).unwrap_or_default();
+    if let (true, Some(items)) = (scope.is_family(), v.as_array_mut()) {
+        items.iter_mut().for_each(hide_detail_fields);
+    }
+    v
+}
+
+fn hide_alarm_fields(v: &mut serde_json::Value) {
+    if let Some(obj) = v.as_object_mut() {
+        for k in FAMILY_HIDDEN {
+            obj.remove(k);
+        }
+    }
+}
+
+fn hide_detail_fields(v: &mut serde_json::Value) {
+    if let Some(serde_json::Value::Object(d)) = v.get_mut("detail") {
+        for k in FAMILY_HIDDEN_DETAIL {
+            d.remove(k);
+        }
+    }
+}
+
 /// A district-wide operation (reloading rules, reading the audit log).
 pub async fn district(state: &AppState, c: &Caller, what: &str) -> Result<(), ApiError> {
     match role_allows(c, Action::Administer) {

@@ -526,6 +526,17 @@ async fn check_ws(ctx: &mut Ctx, row: &Row) -> Result<(), String> {
                 let Some(m) = next_json(&mut ws, left).await else {
                     break;
                 };
+                if m["type"] == "alarm" && row.who.starts_with("family") {
+                    // A family's websocket carries the family view of an alarm too.
+                    for hidden in ["level", "town_id", "condition_key"] {
+                        if m["alarm"].get(hidden).is_some() {
+                            got.insert(format!("(alarm.{hidden} shown to a family)"));
+                        }
+                    }
+                    if m["detail"].get("recipients").is_some() {
+                        got.insert("(recipients shown to a family)".into());
+                    }
+                }
                 if m["type"] == "alarm" {
                     got.insert(
                         m["alarm"]["household_id"]
@@ -682,10 +693,23 @@ async fn every_role_is_held_to_its_scope_on_every_endpoint_and_websocket() {
 
         for h in HOUSEHOLDS {
             let id = &alarm[h];
+            // Families see what happened and who took it, not the escalation machinery,
+            // the staff areas or who else was notified.
+            let town = if h == "h-3" { "t-2" } else { "t-1" };
+            let (level, town_id) = if r.staff() {
+                (json!(0), json!(town))
+            } else {
+                (Value::Null, Value::Null)
+            };
             rows.push(if r.has(h) {
                 row(r, "GET", format!("/api/alarms/{id}"), 200).want(Want::Fields(vec![
                     ("/alarm/id", json!(id)),
                     ("/alarm/household_id", json!(h)),
+                    ("/alarm/severity", json!("critical")),
+                    ("/alarm/level", level.clone()),
+                    ("/alarm/town_id", town_id),
+                    ("/timeline/1/step", json!("notified")),
+                    ("/timeline/1/detail/level", level),
                 ]))
             } else {
                 // Exactly the answer for an alarm that does not exist.

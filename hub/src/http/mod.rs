@@ -339,7 +339,14 @@ async fn list_alarms(
             )))
         }
     }
-    let alarms = state.alarms.store.list_alarms(&scope, &f).await?;
+    let alarms: Vec<serde_json::Value> = state
+        .alarms
+        .store
+        .list_alarms(&scope, &f)
+        .await?
+        .iter()
+        .map(|a| authz::shown_alarm(&caller.contact.scope, a))
+        .collect();
     Ok(Json(
         serde_json::json!({ "scope": scope, "alarms": alarms }),
     ))
@@ -352,9 +359,11 @@ async fn get_alarm(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let alarm = authz::alarm(&state, &caller, &id, Action::Read).await?;
     let timeline = state.alarms.store.timeline(&id).await?;
-    Ok(Json(
-        serde_json::json!({ "alarm": alarm, "timeline": timeline }),
-    ))
+    let scope = &caller.contact.scope;
+    Ok(Json(serde_json::json!({
+        "alarm": authz::shown_alarm(scope, &alarm),
+        "timeline": authz::shown_timeline(scope, &timeline),
+    })))
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -367,7 +376,7 @@ async fn acknowledge(
     caller: Caller,
     Path(id): Path<String>,
     body: Option<Json<AckBody>>,
-) -> Result<Json<AlarmUpdate>, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let c = &caller.contact;
     authz::alarm(&state, &caller, &id, Action::ActOnAlarm).await?;
     let note = body.and_then(|Json(b)| b.note);
@@ -385,7 +394,7 @@ async fn acknowledge(
         serde_json::json!({}),
     )
     .await;
-    Ok(Json(update))
+    Ok(Json(authz::shown_update(&caller.contact.scope, &update)))
 }
 
 /// What happened, as recorded at resolution (feeds reports and KPIs).
@@ -409,7 +418,7 @@ async fn resolve(
     caller: Caller,
     Path(id): Path<String>,
     Json(b): Json<ResolveBody>,
-) -> Result<Json<AlarmUpdate>, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let c = &caller.contact;
     authz::alarm(&state, &caller, &id, Action::ActOnAlarm).await?;
     if !DISPOSITIONS.contains(&b.disposition.as_str()) {
@@ -432,7 +441,7 @@ async fn resolve(
         serde_json::json!({ "disposition": b.disposition }),
     )
     .await;
-    Ok(Json(update))
+    Ok(Json(authz::shown_update(&caller.contact.scope, &update)))
 }
 
 fn check_note(note: Option<&str>) -> Result<(), ApiError> {
@@ -463,6 +472,10 @@ async fn updates(
         .store
         .updates_since(&scope, q.since_seq.unwrap_or(0), q.limit.unwrap_or(500))
         .await?;
+    let updates: Vec<serde_json::Value> = updates
+        .iter()
+        .map(|u| authz::shown_update(&caller.contact.scope, u))
+        .collect();
     Ok(Json(serde_json::json!({ "updates": updates })))
 }
 
@@ -529,7 +542,7 @@ async fn websocket(
                 let full = batch.len() == 500;
                 for u in batch {
                     last_seq = u.seq;
-                    if send_update(&mut socket, &u).await.is_err() {
+                    if send_update(&mut socket, &caller.scope, &u).await.is_err() {
                         break 'outer;
                     }
                 }
@@ -545,7 +558,7 @@ async fn websocket(
                         continue;
                     }
                     last_seq = u.seq;
-                    if send_update(&mut socket, &u).await.is_err() {
+                    if send_update(&mut socket, &caller.scope, &u).await.is_err() {
                         break;
                     }
                 }
@@ -602,8 +615,12 @@ async fn close_ended(socket: &mut WebSocket) {
         .await;
 }
 
-async fn send_update(socket: &mut WebSocket, u: &AlarmUpdate) -> Result<(), axum::Error> {
-    let mut v = serde_json::to_value(u).unwrap_or_default();
+async fn send_update(
+    socket: &mut WebSocket,
+    viewer: &Scope,
+    u: &AlarmUpdate,
+) -> Result<(), axum::Error> {
+    let mut v = authz::shown_update(viewer, u);
     if let Some(obj) = v.as_object_mut() {
         obj.insert("type".into(), "alarm".into());
     }
