@@ -155,6 +155,14 @@ pub enum Admin {
         #[arg(long)]
         id: String,
     },
+    /// Disable an account (someone who left): its sessions and API tokens stop working at
+    /// once; a running hub closes its open websockets within 30 s. `--enable` undoes it.
+    DisableAccount {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        enable: bool,
+    },
     /// Create (or reset) a login account; prints a generated first password once.
     AddAccount {
         #[arg(long)]
@@ -399,6 +407,18 @@ async fn admin(store: &Store, cmd: Admin, now: i64) -> anyhow::Result<()> {
                 "no active device {id}"
             );
             println!("device {id}: new secret (shown once): {secret}");
+        }
+        Admin::DisableAccount { id, enable } => {
+            anyhow::ensure!(
+                store
+                    .set_account_disabled(&id, (!enable).then_some(now))
+                    .await?,
+                "no account {id}"
+            );
+            println!(
+                "account {id} {}",
+                if enable { "enabled" } else { "disabled" }
+            );
         }
         Admin::RevokeDevice { id } => {
             anyhow::ensure!(

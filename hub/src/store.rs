@@ -898,6 +898,25 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Disable an account (`Some(at)`) or enable it again (`None`); false if unknown.
+    /// A disabled account's sessions and tokens are refused; its sessions are ended.
+    pub async fn set_account_disabled(&self, id: &str, at: Option<Millis>) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query("UPDATE accounts SET disabled_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        if at.is_some() {
+            sqlx::query("DELETE FROM sessions WHERE account_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// An enabled account as a principal (id, role, scope).
     pub async fn account(&self, id: &str) -> Result<Option<Contact>> {
         let row =

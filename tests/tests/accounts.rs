@@ -414,3 +414,72 @@ async fn one_address_trying_many_usernames_is_told_to_wait() {
         "{body}"
     );
 }
+
+/// A disabled account (someone who left) is refused with every credential at once; its
+/// sessions are ended for good, its API tokens work again if it is enabled again.
+#[tokio::test]
+async fn a_disabled_account_is_refused_with_every_credential() {
+    let hub = TestHub::spawn().await;
+    add_account(
+        &hub,
+        "a-qian",
+        "qian.v1",
+        "correct horse battery",
+        "village:v-1",
+    )
+    .await;
+    let api = hub.api();
+    let session = login(&hub, "qian.v1", "correct horse battery")
+        .await
+        .json::<Value>()
+        .await
+        .expect("json")["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let (s, made) = api
+        .call(
+            Method::POST,
+            &session,
+            "/api/tokens",
+            Some(json!({"label": "pc"})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let token = made["token"].as_str().expect("token").to_owned();
+    let now = hub::clock::Clock::now(&hub.clock);
+
+    assert!(hub
+        .app
+        .store
+        .set_account_disabled("a-qian", Some(now))
+        .await
+        .expect("disable"));
+    assert_eq!(api.get(&session, "/api/me").await.0, 401);
+    assert_eq!(api.get(&token, "/api/me").await.0, 401);
+    assert_eq!(
+        login(&hub, "qian.v1", "correct horse battery")
+            .await
+            .status(),
+        401
+    );
+
+    assert!(hub
+        .app
+        .store
+        .set_account_disabled("a-qian", None)
+        .await
+        .expect("enable"));
+    assert_eq!(api.get(&token, "/api/me").await.0, 200);
+    assert_eq!(
+        api.get(&session, "/api/me").await.0,
+        401,
+        "sessions stay ended"
+    );
+    assert!(!hub
+        .app
+        .store
+        .set_account_disabled("no-such-account", Some(now))
+        .await
+        .expect("query"));
+}
