@@ -23,6 +23,10 @@ pub struct AlarmService {
     pub escalation: Arc<EscalationSettings>,
     /// Wakes the escalation scheduler when a new deadline may be earlier than the one it sleeps on.
     pub escalation_wake: Arc<Notify>,
+    /// SMS / voice / webhook channels configured (empty: the board only).
+    pub channel_kinds: Arc<Vec<crate::delivery::ChannelKind>>,
+    /// Wakes the delivery worker when deliveries are planned.
+    pub delivery_wake: Arc<Notify>,
     /// Held across "commit a step, publish it": steps reach the bus in the order of their
     /// sequence numbers, so a websocket client never sees seq 11 before seq 10. (SQLite
     /// serialises writes anyway; this only orders the publishes.)
@@ -103,7 +107,7 @@ impl AlarmService {
         let alarm = self.store.alarm(alarm_id).await?;
         let recipients = self.store.recipients(&alarm, level).await?;
         let _order = self.order.lock().await;
-        let update = self
+        let (update, planned) = self
             .store
             .record_notified(
                 alarm_id,
@@ -111,10 +115,14 @@ impl AlarmService {
                 &recipients,
                 CHANNEL_BOARD,
                 reason,
+                &self.channel_kinds,
                 self.now(),
             )
             .await?;
         self.bus.publish(update.clone());
+        if planned > 0 {
+            self.delivery_wake.notify_one();
+        }
         Ok(update)
     }
 

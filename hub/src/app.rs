@@ -80,6 +80,12 @@ impl App {
             None => alert_rules::RuleSet::default_rules(),
         };
         let metrics = crate::telemetry::prometheus_handle();
+        let mut channels = crate::delivery::Channels::default();
+        if let Some(w) = &settings.webhook {
+            let ch = crate::webhook::WebhookChannel::new(w.clone(), store.clone())
+                .map_err(anyhow::Error::msg)?;
+            channels = channels.with(Arc::new(ch));
+        }
         let shutdown = CancellationToken::new();
         let servers = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -89,6 +95,8 @@ impl App {
             bus: Bus::new(1024),
             escalation: Arc::new(settings.escalation.clone()),
             escalation_wake: Arc::new(Notify::new()),
+            channel_kinds: Arc::new(channels.kinds()),
+            delivery_wake: Arc::new(Notify::new()),
             order: Arc::new(tokio::sync::Mutex::new(())),
         };
 
@@ -121,6 +129,15 @@ impl App {
         ));
         tracker.spawn(reload_on_sighup(rules_handle.clone(), servers.clone()));
         tracker.spawn(crate::escalation::run(alarms.clone(), servers.clone()));
+        if !channels.is_empty() {
+            tracker.spawn(crate::delivery::run(
+                store.clone(),
+                clock.clone(),
+                channels,
+                alarms.delivery_wake.clone(),
+                servers.clone(),
+            ));
+        }
 
         let listener = tokio::net::TcpListener::bind(settings.http.listen)
             .await

@@ -18,6 +18,9 @@ pub struct Settings {
     pub http: HttpSettings,
     pub rules: RulesSettings,
     pub escalation: EscalationSettings,
+    /// The district platform's webhook (`[webhook]`); unset: none.
+    #[serde(default)]
+    pub webhook: Option<crate::webhook::WebhookSettings>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -169,6 +172,7 @@ impl Default for Settings {
                 },
                 top_level: 2,
             },
+            webhook: None,
         }
     }
 }

@@ -6,7 +6,8 @@
 //! - [`rules`]: the stage that runs the pure `alert_rules` engine and applies its decisions.
 //! - [`alarms`]: the alarm lifecycle — persist first, then publish.
 //! - [`escalation`]: wakes when a deadline in the store is due.
-//! - [`notify`]: fan-out to websocket clients.
+//! - [`notify`]: fan-out to websocket clients; [`delivery`]: SMS, voice and webhook
+//!   deliveries (rows planned with the step, a worker with retries and fallback).
 //! - [`http`]: REST + websocket; every request asks [`authz`] (the one place that decides
 //!   who may see and do what, and audits refusals).
 //! - [`store`]: the only module with SQL.
@@ -21,6 +22,7 @@ pub mod broker;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod delivery;
 pub mod demo;
 pub mod escalation;
 pub mod http;
@@ -32,6 +34,7 @@ pub mod rules_tool;
 pub mod secrets;
 pub mod store;
 pub mod telemetry;
+pub mod webhook;
 
 pub use app::App;
 pub use config::Settings;

@@ -15,6 +15,9 @@ use sha2::{Digest, Sha256};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
+mod deliveries;
+pub use deliveries::{Delivery, DeliveryAttempt};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
@@ -1578,6 +1581,7 @@ impl Store {
             serde_json::json!({ "via": via, "note": note }),
         )
         .await?;
+        Self::cancel_pending_deliveries(&mut tx, alarm_id, now).await?;
         tx.commit().await?;
         Ok(update)
     }
@@ -1615,6 +1619,7 @@ impl Store {
             serde_json::json!({ "disposition": disposition, "note": note }),
         )
         .await?;
+        Self::cancel_pending_deliveries(&mut tx, alarm_id, now).await?;
         tx.commit().await?;
         Ok(update)
     }
@@ -1636,6 +1641,10 @@ impl Store {
 
     /// Record that the current level was notified. A first notification moves the
     /// alarm from `raised` to `notified`; `renotify_at` is the next repeat (or None).
+    ///
+    /// The deliveries the step asks for on `channels` (SMS, voice, webhook) are planned in
+    /// the same transaction: a notification is never lost between the two.
+    #[allow(clippy::too_many_arguments)]
     pub async fn record_notified(
         &self,
         alarm_id: &str,
@@ -1643,16 +1652,19 @@ impl Store {
         recipients: &[String],
         channel: &str,
         reason: &str,
+        channels: &[crate::delivery::ChannelKind],
         now: Millis,
-    ) -> Result<AlarmUpdate> {
+    ) -> Result<(AlarmUpdate, usize)> {
         let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE alarms SET state = 'notified' WHERE id = $1 AND state = 'raised'")
             .bind(alarm_id)
             .execute(&mut *tx)
             .await?;
         let update = append(&mut tx, alarm_id, now, "notified", Some("hub"), serde_json::json!({ "level": level, "recipients": recipients, "channel": channel, "reason": reason })).await?;
+        let planned =
+            deliveries::plan(&mut tx, alarm_id, update.seq, recipients, channels, now).await?;
         tx.commit().await?;
-        Ok(update)
+        Ok((update, planned))
     }
 
     /// Earliest pending escalation deadline of any open alarm.

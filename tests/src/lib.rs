@@ -22,11 +22,15 @@ pub const SECRET: &str = hub::demo::DEMO_DEVICE_SECRET;
 /// How long a test waits for something that should happen at once.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
+/// Changes to the test settings, kept across restarts (e.g. a webhook URL).
+pub type Tweak = Arc<dyn Fn(&mut Settings) + Send + Sync>;
+
 pub struct TestHub {
     pub app: App,
     pub clock: ManualClock,
     pub dir: Arc<tempfile::TempDir>,
     pub http: String,
+    pub tweak: Option<Tweak>,
 }
 
 pub fn settings_for(dir: &std::path::Path) -> Settings {
@@ -48,14 +52,20 @@ impl TestHub {
     /// A hub whose clock starts at `start` (unix ms): for rules with time-of-day windows.
     pub async fn spawn_at(start: i64) -> TestHub {
         let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
-        Self::start(dir, ManualClock::new(start), None).await
+        Self::start(dir, ManualClock::new(start), None, None).await
+    }
+
+    /// A hub whose settings `tweak` changes (kept across [`TestHub::restart`]).
+    pub async fn spawn_tweaked(start: i64, tweak: Tweak) -> TestHub {
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        Self::start(dir, ManualClock::new(start), None, Some(tweak)).await
     }
 
     /// A hub running `rules` (TOML) instead of the built-in rules; restarts keep them.
     pub async fn spawn_with_rules(start: i64, rules: &str) -> TestHub {
         let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
         std::fs::write(dir.path().join("rules.toml"), rules).expect("write rules");
-        Self::start(dir, ManualClock::new(start), None).await
+        Self::start(dir, ManualClock::new(start), None, None).await
     }
 
     /// A hub on a simulated clock (`hub run --simulated-clock`), for `device-sim run`.
@@ -77,6 +87,7 @@ impl TestHub {
             clock,
             dir,
             http,
+            tweak: None,
         }
     }
 
@@ -85,6 +96,7 @@ impl TestHub {
         dir: Arc<tempfile::TempDir>,
         clock: ManualClock,
         mqtt_port: Option<u16>,
+        tweak: Option<Tweak>,
     ) -> TestHub {
         if std::env::var_os("ANXIN_TEST_LOG").is_some() {
             hub::telemetry::init_logging(); // e.g. ANXIN_TEST_LOG=1 RUST_LOG=hub=debug
@@ -96,6 +108,9 @@ impl TestHub {
         let rules = dir.path().join("rules.toml");
         if rules.exists() {
             settings.rules.file = Some(rules);
+        }
+        if let Some(t) = &tweak {
+            t(&mut settings);
         }
         let store = hub::store::Store::connect(&settings.database_url)
             .await
@@ -110,18 +125,20 @@ impl TestHub {
             clock,
             dir,
             http,
+            tweak,
         }
     }
 
     /// Graceful stop, then start again on the same database, clock and MQTT port.
     pub async fn restart(self) -> TestHub {
-        let (dir, clock, port) = (
+        let (dir, clock, port, tweak) = (
             self.dir.clone(),
             self.clock.clone(),
             self.app.mqtt_addr.port(),
+            self.tweak.clone(),
         );
         self.app.shutdown().await;
-        Self::start(dir, clock, Some(port)).await
+        Self::start(dir, clock, Some(port), tweak).await
     }
 
     pub fn device_config(&self, id: &str) -> DeviceConfig {

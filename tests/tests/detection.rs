@@ -58,7 +58,7 @@ async fn fifty_dark_homes_in_one_village_are_one_grouped_incident_and_sos_is_not
         .await
         .expect("pendant");
     drop(store);
-    let hub = TestHub::start(dir, ManualClock::new(MONDAY_0900), None).await;
+    let hub = TestHub::start(dir, ManualClock::new(MONDAY_0900), None, None).await;
     let pendant = hub.device("h-out-00-sos").await;
 
     // No home device of the village is heard from: after 3 missed 10-minute

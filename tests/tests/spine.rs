@@ -219,7 +219,7 @@ async fn restarted_hub_resumes_escalation_exactly_once() {
     let port = hub.app.mqtt_addr.port();
     hub.app.shutdown().await;
     clock.advance(Duration::from_secs(3600));
-    let hub = TestHub::start(dir, clock, Some(port)).await;
+    let hub = TestHub::start(dir, clock, Some(port), None).await;
     let api = hub.api();
     hub.eventually("level 2 after restart", || async {
         (api.alarm("demo-district", &alarm_id).await["alarm"]["level"] == 2).then_some(())
