@@ -126,6 +126,16 @@ impl AlarmService {
         Ok(update)
     }
 
+    /// When an alarm acknowledged now must have someone on site (policy), if ever.
+    async fn on_site_by(&self, alarm_id: &str) -> Result<Option<Millis>, StoreError> {
+        let a = self.store.alarm(alarm_id).await?;
+        Ok(self
+            .escalation
+            .policy(a.severity())
+            .on_site_within_secs
+            .map(|s| self.now() + (s as i64) * 1000))
+    }
+
     pub async fn acknowledge(
         &self,
         alarm_id: &str,
@@ -133,13 +143,36 @@ impl AlarmService {
         via: &str,
         note: Option<&str>,
     ) -> Result<AlarmUpdate, StoreError> {
+        let on_site_by = self.on_site_by(alarm_id).await?;
         let _order = self.order.lock().await;
         let update = self
             .store
-            .acknowledge(alarm_id, by, via, note, self.now())
+            .acknowledge(alarm_id, by, via, note, on_site_by, self.now())
             .await?;
         tracing::info!(alarm = %alarm_id, contact = %by, via, "alarm acknowledged");
         self.bus.publish(update.clone());
+        Ok(update)
+    }
+
+    /// "On my way" / "on site" from whoever took the alarm (acknowledging it first if
+    /// nobody had).
+    pub async fn respond(
+        &self,
+        alarm_id: &str,
+        by: &str,
+        via: &str,
+        response: crate::store::Response,
+        note: Option<&str>,
+    ) -> Result<AlarmUpdate, StoreError> {
+        let on_site_by = self.on_site_by(alarm_id).await?;
+        let _order = self.order.lock().await;
+        let update = self
+            .store
+            .respond(alarm_id, by, via, response, note, on_site_by, self.now())
+            .await?;
+        tracing::info!(alarm = %alarm_id, contact = %by, via, step = %update.step, "alarm response");
+        self.bus.publish(update.clone());
+        self.escalation_wake.notify_one();
         Ok(update)
     }
 
@@ -191,6 +224,32 @@ impl AlarmService {
                 let next = policy.renotify_secs.map(|s| now + (s as i64) * 1000);
                 if self.store.bump_renotify(&a, next).await? {
                     self.notify_level(&a.id, a.level, "repeat until acknowledged")
+                        .await?;
+                    steps += 1;
+                }
+            }
+            if a.state == "acknowledged"
+                && a.response.as_deref() != Some("on_site")
+                && a.on_site_deadline_at.is_some_and(|t| t <= now)
+            {
+                let top = a
+                    .max_level
+                    .unwrap_or(i64::MAX)
+                    .min(self.escalation.top_level as i64);
+                let to = (a.level + 1).min(top);
+                // Another window at the next level; at the top, one last call.
+                let next = (to < top)
+                    .then_some(policy.on_site_within_secs)
+                    .flatten()
+                    .map(|s| now + (s as i64) * 1000);
+                let order = self.order.lock().await;
+                let done = self.store.reescalate_unattended(&a, to, next, now).await?;
+                if let Some(update) = done {
+                    self.bus.publish(update);
+                    drop(order);
+                    tracing::warn!(alarm = %a.id, level = to, "acknowledged alarm with nobody on site: re-escalated");
+                    metrics::counter!("anxin_alarms_reescalated_unattended_total").increment(1);
+                    self.notify_level(&a.id, to, "acknowledged but nobody on site")
                         .await?;
                     steps += 1;
                 }

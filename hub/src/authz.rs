@@ -256,7 +256,7 @@ pub async fn scope(
 /// Alarm fields a family member is not shown: the escalation machinery (levels,
 /// deadlines, internal keys) and the staff areas. Families see what happened, when, its
 /// state, and who took it and how it ended.
-const FAMILY_HIDDEN: [&str; 9] = [
+const FAMILY_HIDDEN: [&str; 10] = [
     "town_id",
     "village_id",
     "condition_key",
@@ -266,6 +266,7 @@ const FAMILY_HIDDEN: [&str; 9] = [
     "overdue_at",
     "overdue_notified",
     "max_level",
+    "on_site_deadline_at",
 ];
 /// Timeline details a family member is not shown: who else was notified, at which level.
 const FAMILY_HIDDEN_DETAIL: [&str; 3] = ["recipients", "level", "reason"];

@@ -113,6 +113,11 @@ pub struct EscalationPolicy {
     pub renotify_secs: Option<u64>,
     /// An alarm not *resolved* this long after it was raised is escalated to the district as overdue.
     pub overdue_after_secs: Option<u64>,
+    /// An *acknowledged* alarm with nobody reported on site this long after the
+    /// acknowledgement re-escalates to the next level (and again after as long, up to the
+    /// top). Unset: no such check.
+    #[serde(default)]
+    pub on_site_within_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -159,16 +164,19 @@ impl Default for Settings {
                     ack_deadlines_secs: vec![180, 300],
                     renotify_secs: Some(60),
                     overdue_after_secs: Some(24 * 3600),
+                    on_site_within_secs: Some(30 * 60),
                 },
                 warning: EscalationPolicy {
                     ack_deadlines_secs: vec![1800, 3600],
                     renotify_secs: None,
                     overdue_after_secs: Some(24 * 3600),
+                    on_site_within_secs: None,
                 },
                 info: EscalationPolicy {
                     ack_deadlines_secs: vec![],
                     renotify_secs: None,
                     overdue_after_secs: None,
+                    on_site_within_secs: None,
                 },
                 top_level: 2,
             },

@@ -170,6 +170,12 @@ pub struct Alarm {
     pub overdue_notified: bool,
     /// Highest escalation level (rule `escalate_to`); `None`: up to the district.
     pub max_level: Option<i64>,
+    /// After acknowledgement: `seen`, `en_route` (with `eta_at`) or `on_site`.
+    pub response: Option<String>,
+    pub eta_at: Option<i64>,
+    pub on_site_at: Option<i64>,
+    /// An acknowledged alarm with nobody on site by then re-escalates.
+    pub on_site_deadline_at: Option<i64>,
 }
 
 impl Alarm {
@@ -329,6 +335,16 @@ pub struct Deadlines {
     pub overdue_at: Option<i64>,
 }
 
+/// What someone who took an alarm reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Response {
+    /// On the way; expected at `eta_at`.
+    EnRoute {
+        eta_at: Millis,
+    },
+    OnSite,
+}
+
 /// A critical device event to record with the alarm, for de-duplication of retries.
 #[derive(Debug, Clone)]
 pub struct EventRecord<'a> {
@@ -421,7 +437,7 @@ const UPSERT_DEVICE: &str = "INSERT INTO devices (id, household_id, kind, vendor
 /// `$2` village (for grouped incidents), `$3` condition key.
 const OPEN_FOR_SUBJECT: &str = "((household_id = $1) OR ($1 IS NULL AND household_id IS NULL AND village_id = $2)) AND condition_key = $3 AND state <> 'resolved'";
 
-const ALARM_COLUMNS: &str = "id, household_id, village_id, town_id, device_id, rule_id, condition_key, severity, title, detail, state, level, raised_at, repeat_count, acked_at, acked_by, ack_via, resolved_at, resolved_by, disposition, resolution_note, level_deadline_at, renotify_at, overdue_at, overdue_notified, max_level";
+const ALARM_COLUMNS: &str = "id, household_id, village_id, town_id, device_id, rule_id, condition_key, severity, title, detail, state, level, raised_at, repeat_count, acked_at, acked_by, ack_via, resolved_at, resolved_by, disposition, resolution_note, level_deadline_at, renotify_at, overdue_at, overdue_notified, max_level, response, eta_at, on_site_at, on_site_deadline_at";
 
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -1548,20 +1564,24 @@ impl Store {
 
     // ----- people acting on alarms ----------------------------------------------------
 
+    /// `on_site_by`: when the alarm re-escalates if nobody is on site (policy).
+    #[allow(clippy::too_many_arguments)]
     pub async fn acknowledge(
         &self,
         alarm_id: &str,
         by: &str,
         via: &str,
         note: Option<&str>,
+        on_site_by: Option<Millis>,
         now: Millis,
     ) -> Result<AlarmUpdate> {
         let mut tx = self.begin_write().await?;
-        let done = sqlx::query("UPDATE alarms SET state = 'acknowledged', acked_at = $1, acked_by = $2, ack_via = $3, level_deadline_at = NULL, renotify_at = NULL WHERE id = $4 AND state IN ('raised', 'notified')")
+        let done = sqlx::query("UPDATE alarms SET state = 'acknowledged', acked_at = $1, acked_by = $2, ack_via = $3, level_deadline_at = NULL, renotify_at = NULL, response = 'seen', on_site_deadline_at = $5 WHERE id = $4 AND state IN ('raised', 'notified')")
             .bind(now)
             .bind(by)
             .bind(via)
             .bind(alarm_id)
+            .bind(on_site_by)
             .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
@@ -1586,6 +1606,99 @@ impl Store {
         Ok(update)
     }
 
+    /// "On my way" (with an ETA) or "on site" from someone taking the alarm. An alarm not
+    /// yet acknowledged is acknowledged by it (`via`); a resolved one is a conflict.
+    /// `on_site` ends the on-site deadline; `en_route` keeps it.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn respond(
+        &self,
+        alarm_id: &str,
+        by: &str,
+        via: &str,
+        response: Response,
+        note: Option<&str>,
+        on_site_by: Option<Millis>,
+        now: Millis,
+    ) -> Result<AlarmUpdate> {
+        let mut tx = self.begin_write().await?;
+        let a = fetch_alarm(&mut tx, alarm_id).await?;
+        if a.state == "resolved" {
+            return Err(StoreError::Conflict(format!(
+                "alarm is already resolved (by {})",
+                a.resolved_by.unwrap_or_else(|| "hub".into())
+            )));
+        }
+        if a.is_unacknowledged() {
+            sqlx::query("UPDATE alarms SET state = 'acknowledged', acked_at = $1, acked_by = $2, ack_via = $3, level_deadline_at = NULL, renotify_at = NULL, on_site_deadline_at = $5 WHERE id = $4")
+                .bind(now)
+                .bind(by)
+                .bind(via)
+                .bind(alarm_id)
+                .bind(on_site_by)
+                .execute(&mut *tx)
+                .await?;
+            append(
+                &mut tx,
+                alarm_id,
+                now,
+                "acknowledged",
+                Some(by),
+                serde_json::json!({ "via": via, "note": null }),
+            )
+            .await?;
+        }
+        let (step, detail) = match response {
+            Response::EnRoute { eta_at } => {
+                sqlx::query("UPDATE alarms SET response = 'en_route', eta_at = $2 WHERE id = $1")
+                    .bind(alarm_id)
+                    .bind(eta_at)
+                    .execute(&mut *tx)
+                    .await?;
+                (
+                    "en_route",
+                    serde_json::json!({ "via": via, "eta_at": eta_at, "note": note }),
+                )
+            }
+            Response::OnSite => {
+                sqlx::query("UPDATE alarms SET response = 'on_site', on_site_at = $2, on_site_deadline_at = NULL WHERE id = $1")
+                    .bind(alarm_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                ("on_site", serde_json::json!({ "via": via, "note": note }))
+            }
+        };
+        let update = append(&mut tx, alarm_id, now, step, Some(by), detail).await?;
+        Self::cancel_pending_deliveries(&mut tx, alarm_id, now).await?;
+        tx.commit().await?;
+        Ok(update)
+    }
+
+    /// Acknowledged, but nobody on site by the deadline: climb to `to_level` with a new
+    /// deadline (`None` at the top). Conditional on the same deadline, so it happens once.
+    pub async fn reescalate_unattended(
+        &self,
+        a: &Alarm,
+        to_level: i64,
+        next_deadline: Option<Millis>,
+        now: Millis,
+    ) -> Result<Option<AlarmUpdate>> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query("UPDATE alarms SET level = $1, on_site_deadline_at = $2 WHERE id = $3 AND state = 'acknowledged' AND on_site_deadline_at = $4 AND COALESCE(response, 'seen') <> 'on_site'")
+            .bind(to_level)
+            .bind(next_deadline)
+            .bind(&a.id)
+            .bind(a.on_site_deadline_at)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let update = append(&mut tx, &a.id, now, "escalated", Some("hub"), serde_json::json!({ "from_level": a.level, "to_level": to_level, "reason": "acknowledged but nobody on site in time" })).await?;
+        tx.commit().await?;
+        Ok(Some(update))
+    }
+
     pub async fn resolve(
         &self,
         alarm_id: &str,
@@ -1595,7 +1708,7 @@ impl Store {
         now: Millis,
     ) -> Result<AlarmUpdate> {
         let mut tx = self.begin_write().await?;
-        let done = sqlx::query("UPDATE alarms SET state = 'resolved', resolved_at = $1, resolved_by = $2, disposition = $3, resolution_note = $4, acked_at = COALESCE(acked_at, $1), acked_by = COALESCE(acked_by, $2), ack_via = COALESCE(ack_via, 'resolve'), level_deadline_at = NULL, renotify_at = NULL WHERE id = $5 AND state <> 'resolved'")
+        let done = sqlx::query("UPDATE alarms SET state = 'resolved', resolved_at = $1, resolved_by = $2, disposition = $3, resolution_note = $4, acked_at = COALESCE(acked_at, $1), acked_by = COALESCE(acked_by, $2), ack_via = COALESCE(ack_via, 'resolve'), level_deadline_at = NULL, renotify_at = NULL, on_site_deadline_at = NULL WHERE id = $5 AND state <> 'resolved'")
             .bind(now)
             .bind(by)
             .bind(disposition)
@@ -1669,7 +1782,7 @@ impl Store {
 
     /// Earliest pending escalation deadline of any open alarm.
     pub async fn next_deadline(&self) -> Result<Option<Millis>> {
-        let t: Option<i64> = sqlx::query_scalar("SELECT MIN(t) FROM (SELECT MIN(level_deadline_at) AS t FROM alarms WHERE level_deadline_at IS NOT NULL UNION ALL SELECT MIN(renotify_at) AS t FROM alarms WHERE renotify_at IS NOT NULL UNION ALL SELECT MIN(overdue_at) AS t FROM alarms WHERE overdue_notified = 0 AND state <> 'resolved') AS d")
+        let t: Option<i64> = sqlx::query_scalar("SELECT MIN(t) FROM (SELECT MIN(level_deadline_at) AS t FROM alarms WHERE level_deadline_at IS NOT NULL UNION ALL SELECT MIN(renotify_at) AS t FROM alarms WHERE renotify_at IS NOT NULL UNION ALL SELECT MIN(overdue_at) AS t FROM alarms WHERE overdue_notified = 0 AND state <> 'resolved' UNION ALL SELECT MIN(on_site_deadline_at) AS t FROM alarms WHERE state = 'acknowledged') AS d")
             .fetch_one(&self.pool)
             .await?;
         Ok(t)
@@ -1677,7 +1790,7 @@ impl Store {
 
     pub async fn due_alarms(&self, now: Millis) -> Result<Vec<Alarm>> {
         Ok(sqlx::query_as(&format!(
-            "SELECT {ALARM_COLUMNS} FROM alarms WHERE state <> 'resolved' AND (level_deadline_at <= $1 OR renotify_at <= $1 OR (overdue_notified = 0 AND overdue_at <= $1)) ORDER BY raised_at"
+            "SELECT {ALARM_COLUMNS} FROM alarms WHERE state <> 'resolved' AND (level_deadline_at <= $1 OR renotify_at <= $1 OR (overdue_notified = 0 AND overdue_at <= $1) OR (state = 'acknowledged' AND on_site_deadline_at <= $1)) ORDER BY raised_at"
         ))
         .bind(now)
         .fetch_all(&self.pool)

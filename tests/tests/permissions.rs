@@ -848,6 +848,14 @@ async fn every_role_is_held_to_its_scope_on_every_endpoint_and_websocket() {
             format!("/api/alarms/{a1}/resolve"),
             Some(json!({"disposition": "other"})),
         ),
+        (
+            "POST",
+            format!("/api/alarms/{a1}/en-route"),
+            Some(json!({"eta_minutes": 10})),
+        ),
+        ("POST", format!("/api/alarms/{a1}/on-site"), Some(json!({}))),
+        ("GET", "/api/tokens".into(), None),
+        ("POST", "/api/tokens".into(), Some(json!({"label": "x"}))),
         ("GET", "/api/updates?since_seq=0".into(), None),
         ("GET", "/api/households/h-1/mode".into(), None),
         (
@@ -908,6 +916,11 @@ async fn every_role_is_held_to_its_scope_on_every_endpoint_and_websocket() {
                 row(r, "POST", format!("/api/alarms/{id}/resolve"), 403)
                     .body(json!({"disposition": "other"})),
             );
+            rows.push(
+                row(r, "POST", format!("/api/alarms/{id}/en-route"), 403)
+                    .body(json!({"eta_minutes": 10})),
+            );
+            rows.push(row(r, "POST", format!("/api/alarms/{id}/on-site"), 403).body(json!({})));
         }
         rows.push(
             row(

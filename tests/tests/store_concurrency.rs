@@ -39,7 +39,14 @@ async fn concurrent_raises_and_acknowledgements_never_fail_with_database_is_lock
             };
             let raised = store.raise(&d, deadlines, None, i as i64).await?;
             store
-                .acknowledge(&raised.alarm.id, "c-district", "api", None, i as i64 + 1)
+                .acknowledge(
+                    &raised.alarm.id,
+                    "c-district",
+                    "api",
+                    None,
+                    None,
+                    i as i64 + 1,
+                )
                 .await?;
             Ok::<_, hub::store::StoreError>(())
         }));

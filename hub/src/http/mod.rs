@@ -92,6 +92,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/alarms/{id}", get(get_alarm))
         .route("/api/alarms/{id}/acknowledge", post(acknowledge))
         .route("/api/alarms/{id}/resolve", post(resolve))
+        .route("/api/alarms/{id}/en-route", post(en_route))
+        .route("/api/alarms/{id}/on-site", post(on_site))
         .route("/api/updates", get(updates))
         .route(
             "/api/households/{id}/mode",
@@ -389,6 +391,82 @@ async fn acknowledge(
         &state,
         &caller,
         "alarm.acknowledge",
+        &format!("alarm:{id}"),
+        "allowed",
+        serde_json::json!({}),
+    )
+    .await;
+    Ok(Json(authz::shown_update(&caller.contact.scope, &update)))
+}
+
+#[derive(Debug, Deserialize)]
+struct EnRouteBody {
+    /// Minutes until arrival, 1–240.
+    eta_minutes: i64,
+    note: Option<String>,
+}
+
+/// `POST /api/alarms/{id}/en-route` `{"eta_minutes": 15}`: "I am on my way" (acknowledges
+/// the alarm if nobody had).
+async fn en_route(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(b): Json<EnRouteBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authz::alarm(&state, &caller, &id, Action::ActOnAlarm).await?;
+    if !(1..=240).contains(&b.eta_minutes) {
+        return Err(ApiError::BadRequest("eta_minutes must be 1-240".into()));
+    }
+    check_note(b.note.as_deref())?;
+    let eta_at = state.alarms.now() + b.eta_minutes * 60_000;
+    let update = state
+        .alarms
+        .respond(
+            &id,
+            &caller.contact.id,
+            "api",
+            crate::store::Response::EnRoute { eta_at },
+            b.note.as_deref(),
+        )
+        .await?;
+    authz::audit(
+        &state,
+        &caller,
+        "alarm.en_route",
+        &format!("alarm:{id}"),
+        "allowed",
+        serde_json::json!({ "eta_at": eta_at }),
+    )
+    .await;
+    Ok(Json(authz::shown_update(&caller.contact.scope, &update)))
+}
+
+/// `POST /api/alarms/{id}/on-site` `{"note"?}`: "I am with the elder" (ends the on-site
+/// deadline).
+async fn on_site(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Option<Json<AckBody>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authz::alarm(&state, &caller, &id, Action::ActOnAlarm).await?;
+    let note = body.and_then(|Json(b)| b.note);
+    check_note(note.as_deref())?;
+    let update = state
+        .alarms
+        .respond(
+            &id,
+            &caller.contact.id,
+            "api",
+            crate::store::Response::OnSite,
+            note.as_deref(),
+        )
+        .await?;
+    authz::audit(
+        &state,
+        &caller,
+        "alarm.on_site",
         &format!("alarm:{id}"),
         "allowed",
         serde_json::json!({}),
