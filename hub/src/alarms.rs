@@ -245,7 +245,9 @@ impl AlarmService {
                 let order = self.order.lock().await;
                 let done = self.store.reescalate_unattended(&a, to, next, now).await?;
                 if let Some(update) = done {
-                    self.bus.publish(update);
+                    if let Some(update) = update {
+                        self.bus.publish(update);
+                    }
                     drop(order);
                     tracing::warn!(alarm = %a.id, level = to, "acknowledged alarm with nobody on site: re-escalated");
                     metrics::counter!("anxin_alarms_reescalated_unattended_total").increment(1);

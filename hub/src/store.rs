@@ -1676,13 +1676,15 @@ impl Store {
 
     /// Acknowledged, but nobody on site by the deadline: climb to `to_level` with a new
     /// deadline (`None` at the top). Conditional on the same deadline, so it happens once.
+    /// `Ok(None)`: not taken (someone was faster); `Ok(Some(None))`: taken at the top
+    /// level, where there is nothing to climb to (no `escalated` step).
     pub async fn reescalate_unattended(
         &self,
         a: &Alarm,
         to_level: i64,
         next_deadline: Option<Millis>,
         now: Millis,
-    ) -> Result<Option<AlarmUpdate>> {
+    ) -> Result<Option<Option<AlarmUpdate>>> {
         let mut tx = self.begin_write().await?;
         let done = sqlx::query("UPDATE alarms SET level = $1, on_site_deadline_at = $2 WHERE id = $3 AND state = 'acknowledged' AND on_site_deadline_at = $4 AND COALESCE(response, 'seen') <> 'on_site'")
             .bind(to_level)
@@ -1694,7 +1696,11 @@ impl Store {
         if done.rows_affected() == 0 {
             return Ok(None);
         }
-        let update = append(&mut tx, &a.id, now, "escalated", Some("hub"), serde_json::json!({ "from_level": a.level, "to_level": to_level, "reason": "acknowledged but nobody on site in time" })).await?;
+        let update = if to_level != a.level {
+            Some(append(&mut tx, &a.id, now, "escalated", Some("hub"), serde_json::json!({ "from_level": a.level, "to_level": to_level, "reason": "acknowledged but nobody on site in time" })).await?)
+        } else {
+            None
+        };
         tx.commit().await?;
         Ok(Some(update))
     }

@@ -74,9 +74,12 @@ async fn on_my_way_then_nobody_on_site_re_escalates_and_on_site_stops_it() {
     assert_eq!(a["level"], 0, "not before the deadline");
     hub.advance(61);
     let (a, steps) = hub
-        .eventually("re-escalated to the town", || async {
+        .eventually("re-escalated to the town and the town notified", || async {
             let (a, steps) = alarm(&hub, &id).await;
-            (a["level"] == 1).then_some((a, steps))
+            let told = steps
+                .iter()
+                .any(|s| s["step"] == "notified" && s["detail"]["level"] == 1);
+            (a["level"] == 1 && told).then_some((a, steps))
         })
         .await;
     assert_eq!(a["state"], "acknowledged", "still taken, but escalated");

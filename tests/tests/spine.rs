@@ -93,7 +93,16 @@ async fn sos_reaches_its_village_only_and_acknowledgement_stops_escalation() {
         .await;
     assert_eq!(status, 409);
 
-    // Long past every deadline: the acknowledged alarm does not climb.
+    // Someone is with her: long past every deadline, the alarm does not climb. (Without
+    // "on site", an acknowledged critical alarm re-escalates after 30 min: responses.rs.)
+    let (status, _) = api
+        .post(
+            "demo-village-1",
+            &format!("/api/alarms/{alarm_id}/on-site"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
     hub.advance(3600);
     hub.app.alarms.run_due().await.expect("escalation pass");
     let body = api.alarm("demo-village-1", &alarm_id).await;
@@ -121,7 +130,7 @@ async fn sos_reaches_its_village_only_and_acknowledgement_stops_escalation() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         steps(&hub, &alarm_id).await,
-        ["raised", "notified", "acknowledged", "resolved"]
+        ["raised", "notified", "acknowledged", "on_site", "resolved"]
     );
     let (status, _) = api
         .post(
