@@ -7,6 +7,7 @@
 //! - [`alarms`]: the alarm lifecycle — persist first, then publish.
 //! - [`escalation`]: wakes when a deadline in the store is due.
 //! - [`notify`]: fan-out to websocket clients.
+//! - [`twilio`]: the Twilio wire layer (REST client, signatures, TwiML, callback parsing).
 //! - [`http`]: REST + websocket; every request asks [`authz`] (the one place that decides
 //!   who may see and do what, and audits refusals).
 //! - [`store`]: the only module with SQL.
@@ -32,6 +33,7 @@ pub mod rules_tool;
 pub mod secrets;
 pub mod store;
 pub mod telemetry;
+pub mod twilio;
 
 pub use app::App;
 pub use config::Settings;
