@@ -21,6 +21,9 @@ pub struct Settings {
     /// The district platform's webhook (`[webhook]`); unset: none.
     #[serde(default)]
     pub webhook: Option<crate::webhook::WebhookSettings>,
+    /// `[twilio]`: SMS and voice through Twilio. Absent = Twilio off (no SMS, no calls).
+    #[serde(default)]
+    pub twilio: Option<crate::twilio::TwilioSettings>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -181,6 +184,7 @@ impl Default for Settings {
                 top_level: 2,
             },
             webhook: None,
+            twilio: None,
         }
     }
 }
@@ -213,6 +217,7 @@ mod tests {
             assert_eq!(s.http.listen.port(), 9000);
             assert_eq!(s.escalation.critical.ack_deadlines_secs, vec![180, 300]);
             assert_eq!(s.mqtt.source_limits, SourceLimitSettings::default());
+            assert_eq!(s.twilio, None, "Twilio is off unless configured");
             Ok(())
         });
     }
@@ -240,6 +245,32 @@ mod tests {
                 s.mqtt.source_limits.exempt,
                 vec!["198.51.100.0/24".parse::<ipnet::IpNet>().expect("cidr")]
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's test jail dictates the closure type
+    fn twilio_from_the_file_with_the_token_from_env() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "hub.toml",
+                "[twilio]\naccount_sid = \"AC0123\"\nfrom_sms = \"+8613800000000\"\n\
+                 from_voice = \"+8613800000001\"\npublic_base_url = \"https://hub.example.org\"\n",
+            )?;
+            jail.set_env("HUB_TWILIO__AUTH_TOKEN", "tok-from-env");
+            jail.set_env("HUB_TWILIO__TIMEOUT_SECS", "5");
+            let s = Settings::load(Some(Path::new("hub.toml"))).map_err(|e| *e)?;
+            let t = s.twilio.expect("configured");
+            assert_eq!(t.account_sid, "AC0123");
+            assert_eq!(t.auth_token.expose(), "tok-from-env");
+            assert_eq!(t.timeout_secs, 5);
+            assert_eq!(t.api_base, "https://api.twilio.com", "default");
+            assert_eq!(t.ring_secs, 30, "default");
+            assert!(!format!("{t:?}").contains("tok-from-env"));
+            // A [twilio] section without its token is an error at start, not Twilio off.
+            jail.clear_env();
+            assert!(Settings::load(Some(Path::new("hub.toml"))).is_err());
             Ok(())
         });
     }

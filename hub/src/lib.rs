@@ -8,6 +8,7 @@
 //! - [`escalation`]: wakes when a deadline in the store is due.
 //! - [`notify`]: fan-out to websocket clients; [`delivery`]: SMS, voice and webhook
 //!   deliveries (rows planned with the step, a worker with retries and fallback).
+//! - [`twilio`]: the Twilio wire layer (REST client, signatures, TwiML, callback parsing).
 //! - [`http`]: REST + websocket; every request asks [`authz`] (the one place that decides
 //!   who may see and do what, and audits refusals).
 //! - [`store`]: the only module with SQL.
@@ -34,6 +35,7 @@ pub mod rules_tool;
 pub mod secrets;
 pub mod store;
 pub mod telemetry;
+pub mod twilio;
 pub mod webhook;
 
 pub use app::App;

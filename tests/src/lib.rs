@@ -5,6 +5,8 @@
 //! and a [`ManualClock`] so escalation deadlines pass when the test says so.
 //! [`WsClient`] is a websocket board client; devices come from `device-sim`.
 
+pub mod fake_twilio;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
