@@ -27,6 +27,9 @@ pub enum Action {
     Report,
     /// Reload the rules (district only).
     Administer,
+    /// Change a duty roster: set or delete an override (town and district staff, for
+    /// areas inside their scope).
+    ManageRoster,
 }
 
 impl Action {
@@ -38,6 +41,7 @@ impl Action {
             Action::RecordVisit => "household.visit",
             Action::Report => "report",
             Action::Administer => "admin",
+            Action::ManageRoster => "roster.manage",
         }
     }
 
@@ -154,13 +158,17 @@ pub async fn audit_as(
     }
 }
 
+const ROSTERS_BY_SUPERVISORS: &str = "duty rosters are changed by town or district staff";
+
 fn role_allows(c: &Caller, action: Action) -> Result<(), &'static str> {
     match (&c.contact.scope, action) {
         (scope, a) if scope.is_family() && !a.family_may() => Err(match a {
             Action::RecordVisit => "visits are checked in by care staff",
             Action::Report => "this report is for staff",
+            Action::ManageRoster => ROSTERS_BY_SUPERVISORS,
             _ => "only district staff can do this",
         }),
+        (Scope::Village(_), Action::ManageRoster) => Err(ROSTERS_BY_SUPERVISORS),
         (scope, Action::Administer) if *scope != Scope::District => {
             Err("only district staff can do this")
         }
@@ -368,6 +376,11 @@ mod tests {
             (&village, Action::Report, true),
             (&village, Action::Administer, false),
             (&district, Action::Administer, true),
+            (&family, Action::ManageRoster, false),
+            (&homes, Action::ManageRoster, false),
+            (&village, Action::ManageRoster, false),
+            (&caller(Scope::Town("t".into())), Action::ManageRoster, true),
+            (&district, Action::ManageRoster, true),
         ] {
             assert_eq!(role_allows(c, a).is_ok(), ok, "{:?} {a:?}", c.contact.scope);
         }

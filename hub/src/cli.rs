@@ -196,6 +196,26 @@ pub enum Admin {
     },
     /// Seed the demo district.
     SeedDemo,
+    /// Duty coverage of the coming days: for every area in the scope, hour by hour, who
+    /// is on duty (shift, override, fallback, or all staff where there is no roster),
+    /// with every hour nobody is on duty flagged. Exits with status 1 when there is such
+    /// a gap, so a weekly cron job can warn.
+    RosterCoverage {
+        /// district | town:<id> | village:<id>
+        #[arg(long, default_value = "district")]
+        scope: String,
+        /// How many days (1-31).
+        #[arg(long, default_value_t = 7)]
+        days: u32,
+        /// First day, YYYY-MM-DD in local time (from its midnight); default: from the
+        /// current hour.
+        #[arg(long, value_name = "DATE")]
+        from: Option<String>,
+        /// The district's UTC offset, e.g. +08:00; default: `timezone_offset` of the
+        /// rules file in the settings (or of the built-in rules).
+        #[arg(long, value_name = "OFFSET")]
+        offset: Option<String>,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -232,7 +252,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Run(args)) => serve(settings, args).await,
         Some(Command::Admin { command }) => {
             let store = Store::connect(&settings.database_url).await?;
-            admin(&store, command, clock.now()).await
+            admin(&store, command, clock.now(), &settings).await
         }
         // `main` answers `hub rules` before loading settings or starting a runtime.
         Some(Command::Rules { .. }) => anyhow::bail!("`hub rules` does not run inside the hub"),
@@ -327,7 +347,7 @@ fn check_id(kind: &str, id: &str) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{kind} id {id:?}: {e}"))
 }
 
-async fn admin(store: &Store, cmd: Admin, now: i64) -> anyhow::Result<()> {
+async fn admin(store: &Store, cmd: Admin, now: i64, settings: &Settings) -> anyhow::Result<()> {
     match cmd {
         Admin::AddTown { id, name } => {
             check_id("town", &id)?;
@@ -479,7 +499,178 @@ async fn admin(store: &Store, cmd: Admin, now: i64) -> anyhow::Result<()> {
             demo::seed(store, now).await?;
             println!("demo district seeded");
         }
+        Admin::RosterCoverage {
+            scope,
+            days,
+            from,
+            offset,
+        } => {
+            roster_coverage(
+                store,
+                settings,
+                &scope,
+                days,
+                from.as_deref(),
+                offset.as_deref(),
+                now,
+            )
+            .await?
+        }
     }
+    Ok(())
+}
+
+/// `hub admin roster-coverage`: the coverage report as a table; an error (exit status 1)
+/// after printing it when some area has nobody on duty at some hour.
+async fn roster_coverage(
+    store: &Store,
+    settings: &Settings,
+    scope: &str,
+    days: u32,
+    from: Option<&str>,
+    offset: Option<&str>,
+    now: i64,
+) -> anyhow::Result<()> {
+    use crate::roster::{self, Source};
+    let scope = Scope::parse(scope).map_err(anyhow::Error::msg)?;
+    anyhow::ensure!((1..=31).contains(&days), "--days must be from 1 to 31");
+    anyhow::ensure!(
+        store.scope_within(&scope, &Scope::District).await?,
+        "scope {scope} does not exist"
+    );
+    let offset = match (offset, &settings.rules.file) {
+        (Some(o), _) => roster::parse_utc_offset(o).map_err(anyhow::Error::msg)?,
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading rules file {}", path.display()))?;
+            alert_rules::RuleSet::from_toml_str(&text)
+                .with_context(|| format!("rules file {}", path.display()))?
+                .utc_offset_minutes()
+        }
+        (None, None) => alert_rules::RuleSet::default_rules().utc_offset_minutes(),
+    };
+    let from = match from {
+        Some(d) => roster::day_start(roster::parse_date(d).map_err(anyhow::Error::msg)?, offset),
+        None => roster::hour_floor(now, offset),
+    };
+    let hours = days * 24;
+    let areas = store.roster_coverage(&scope, from, hours, offset).await?;
+    let when = |ms: i64| {
+        let day = roster::local_day(ms, offset);
+        let minute = roster::local_minute(ms, offset);
+        let date = roster::format_date(day);
+        format!(
+            "{} {} {:02}:{:02}",
+            roster::weekday_name(day),
+            date.get(5..).unwrap_or(&date),
+            minute / 60,
+            minute % 60
+        )
+    };
+    let sign = if offset < 0 { '-' } else { '+' };
+    let mut out = String::new();
+    out.push_str(&format!(
+        "Duty coverage of {scope}, {} to {} (UTC{sign}{:02}:{:02})\n",
+        when(from),
+        when(from + i64::from(hours) * roster::HOUR_MS),
+        offset.abs() / 60,
+        offset.abs() % 60
+    ));
+    out.push_str("Each hour: S shift, O override (holiday, sick leave), F fallback only, A all staff (no roster), ! NOBODY on duty\n");
+    let mut gaps = Vec::new();
+    for a in &areas {
+        let c = &a.coverage;
+        out.push_str(&format!(
+            "\n{}  ({}{})\n",
+            a.area,
+            if a.roster {
+                "roster"
+            } else {
+                "no roster: all staff"
+            },
+            a.fallback
+                .as_deref()
+                .map(|f| format!(", fallback {f}"))
+                .unwrap_or_default()
+        ));
+        out.push_str("  hour      ");
+        for h in 0..24 {
+            out.push_str(&format!(" {h:02}"));
+        }
+        out.push('\n');
+        // One line per local day; hours outside the report stay blank.
+        let mut grid: Vec<(i64, [char; 24])> = Vec::new();
+        for h in &c.hours {
+            let day = roster::local_day(h.start, offset);
+            let hour = usize::from(roster::local_minute(h.start, offset) / 60).min(23);
+            if grid.last().is_none_or(|(d, _)| *d != day) {
+                grid.push((day, [' '; 24]));
+            }
+            let mark = if h.nobody_minutes > 0 {
+                '!'
+            } else if h.sources.contains(&Source::Fallback) {
+                'F'
+            } else if h.sources.contains(&Source::Override) {
+                'O'
+            } else if h.sources.contains(&Source::NoRoster) {
+                'A'
+            } else {
+                'S'
+            };
+            if let Some((_, cells)) = grid.last_mut() {
+                cells[hour] = mark;
+            }
+        }
+        for (day, cells) in &grid {
+            let date = roster::format_date(*day);
+            out.push_str(&format!(
+                "  {} {}",
+                roster::weekday_name(*day),
+                date.get(5..).unwrap_or(&date)
+            ));
+            for cell in cells {
+                out.push_str(&format!("  {cell}"));
+            }
+            out.push('\n');
+        }
+        out.push_str("  on duty:\n");
+        for r in &c.runs {
+            let who = if r.on_duty.is_empty() {
+                "!! NOBODY ON DUTY".to_owned()
+            } else {
+                format!("{} ({})", r.on_duty.join(", "), r.source.as_str())
+            };
+            out.push_str(&format!("    {} - {}  {who}\n", when(r.from), when(r.to)));
+        }
+        for (f, t) in &c.gaps {
+            gaps.push(format!(
+                "  {:<24} {} - {}",
+                a.area.to_string(),
+                when(*f),
+                when(*t)
+            ));
+        }
+    }
+    if gaps.is_empty() {
+        out.push_str("\nNo gaps: somebody is on duty in every area at every hour.\n");
+    } else {
+        out.push_str("\nGAPS: nobody on duty at some level\n");
+        for g in &gaps {
+            out.push_str(g);
+            out.push('\n');
+        }
+    }
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(out.as_bytes())
+        .context("cannot write output")?;
+    stdout.flush().context("cannot write output")?;
+    let short = areas.iter().filter(|a| !a.coverage.is_covered()).count();
+    anyhow::ensure!(
+        short == 0,
+        "{short} of {} areas have hours with nobody on duty (see GAPS above)",
+        areas.len()
+    );
     Ok(())
 }
 

@@ -5,6 +5,11 @@
 //! references to rows in the same import or already in the database — and every problem
 //! is reported as `file:line: reason`. Nothing is written unless every row is valid, and
 //! then everything is written in one transaction.
+//!
+//! Duty rosters come in two more files, `rosters.csv` (weekly shifts and fallbacks) and
+//! `roster_overrides.csv` (holiday plans, sick leave), validated with the rest
+//! ([`load_rosters`]) and written in a second transaction right after the district's
+//! (see [`apply`]); docs/operations.md describes the columns.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -90,6 +95,78 @@ pub struct Batch {
     pub contacts: Vec<ContactRow>,
 }
 
+/// One line of `rosters.csv`: a shift of an area's weekly pattern, or (with `days`
+/// `fallback` and no times) the area's fallback contact.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RosterRow {
+    /// village:<id> | town:<id> | district
+    pub area: String,
+    /// `mon-fri`, `sat sun`, `daily`, ... or `fallback`
+    pub days: String,
+    /// `HH:MM`, local time
+    #[serde(default)]
+    pub start: Option<String>,
+    /// `HH:MM`; not after `start`: the next day
+    #[serde(default)]
+    pub end: Option<String>,
+    /// A staff contact of the area.
+    pub contact: String,
+}
+
+/// One line of `roster_overrides.csv`: a holiday plan's shift, or a replacement.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RosterOverrideRow {
+    pub area: String,
+    /// First date, `YYYY-MM-DD`.
+    pub from: String,
+    /// Last date (inclusive); empty: `from`.
+    #[serde(default)]
+    pub to: Option<String>,
+    #[serde(default)]
+    pub start: Option<String>,
+    #[serde(default)]
+    pub end: Option<String>,
+    pub contact: String,
+    /// Sick leave: whose shifts `contact` takes on those dates.
+    #[serde(default)]
+    pub replaces: Option<String>,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// An area's weekly pattern and fallback, replacing what it had.
+#[derive(Debug, Clone)]
+pub struct AreaRoster {
+    pub area: crate::store::Scope,
+    pub fallback: Option<String>,
+    pub shifts: Vec<crate::roster::Shift>,
+}
+
+/// An override from `roster_overrides.csv`.
+#[derive(Debug, Clone)]
+pub struct ImportedOverride {
+    pub area: crate::store::Scope,
+    pub rule: crate::roster::Override,
+    pub note: String,
+}
+
+/// Validated roster files, ready to be written.
+#[derive(Debug, Default, Clone)]
+pub struct RosterBatch {
+    /// The areas named in `rosters.csv`, in file order.
+    pub rosters: Vec<AreaRoster>,
+    /// The areas named in `roster_overrides.csv`: their imported overrides are replaced
+    /// by `overrides` (overrides set over REST stay).
+    pub override_areas: Vec<crate::store::Scope>,
+    pub overrides: Vec<ImportedOverride>,
+}
+
+impl RosterBatch {
+    pub fn is_empty(&self) -> bool {
+        self.rosters.is_empty() && self.override_areas.is_empty()
+    }
+}
+
 /// Every problem found, one per line, `file:line: reason`.
 #[derive(Debug, thiserror::Error)]
 #[error("import refused, nothing was written:\n{}", .0.join("\n"))]
@@ -156,15 +233,27 @@ pub struct ImportReport {
     pub device_secrets: Vec<(String, String)>,
     /// (contact id, token) for new contacts whose row had none.
     pub contact_tokens: Vec<(String, String)>,
+    /// Areas whose weekly roster was replaced (`rosters.csv`), their shifts, and the
+    /// overrides imported (`roster_overrides.csv`).
+    pub rosters: usize,
+    pub roster_shifts: usize,
+    pub roster_overrides: usize,
 }
 
 impl ImportReport {
     /// `2 towns, 3 villages, ...`
     pub fn counts(&self) -> String {
-        format!(
+        let mut s = format!(
             "{} towns, {} villages, {} households, {} elders, {} devices, {} contacts",
             self.towns, self.villages, self.households, self.elders, self.devices, self.contacts
-        )
+        );
+        if self.rosters + self.roster_overrides > 0 {
+            s.push_str(&format!(
+                ", {} rosters ({} shifts), {} roster overrides",
+                self.rosters, self.roster_shifts, self.roster_overrides
+            ));
+        }
+        s
     }
 }
 
@@ -177,6 +266,9 @@ pub enum ApplyError {
     Store(#[from] crate::store::StoreError),
     #[error("hashing a secret failed: {0}")]
     Hash(String),
+    /// The district files were written; the roster files, in their own transaction, not.
+    #[error("the district files were imported, but storing the roster files failed ({0}); import the roster files again")]
+    Rosters(crate::store::StoreError),
 }
 
 /// Validate `files` against the database and write everything in one transaction (the
@@ -197,7 +289,23 @@ pub async fn apply(
     let lookup =
         |table: &str, id: &str| known.iter().any(|(t, ids)| *t == table && ids.contains(id));
     let revoked = store.revoked_devices().await?;
-    let batch = load_checked(files, &lookup, &|id| revoked.get(id).copied())?;
+    let checked = load_checked(files, &lookup, &|id| revoked.get(id).copied());
+    let contact_scopes = store.contact_scopes().await?;
+    let with_roster = store.areas_with_roster().await?;
+    let rosters = load_rosters(
+        files,
+        &lookup,
+        &|id| contact_scopes.get(id).cloned(),
+        &|area| with_roster.contains(&area.to_string()),
+    );
+    let (batch, rosters) = match (checked, rosters) {
+        (Ok(b), Ok(r)) => (b, r),
+        (b, r) => {
+            let mut all = b.err().map(|e| e.0).unwrap_or_default();
+            all.extend(r.err().map(|e| e.0).unwrap_or_default());
+            return Err(ImportErrors(all).into());
+        }
+    };
     let existing_devices = store.ids("devices").await?;
     let existing_contacts = store.ids("contacts").await?;
     let mut report = ImportReport::default();
@@ -265,6 +373,17 @@ pub async fn apply(
         })
         .collect();
     store.import(&batch, &hashes, &tokens, now).await?;
+    if !rosters.is_empty() {
+        // A second transaction: `Store::import` owns the first. Every row was validated
+        // above, so only a database failure can stop this one (reported as such).
+        store
+            .import_rosters(&rosters, now)
+            .await
+            .map_err(ApplyError::Rosters)?;
+    }
+    report.rosters = rosters.rosters.len();
+    report.roster_shifts = rosters.rosters.iter().map(|r| r.shifts.len()).sum();
+    report.roster_overrides = rosters.overrides.len();
     report.towns = batch.towns.len();
     report.villages = batch.villages.len();
     report.households = batch.households.len();
@@ -577,6 +696,260 @@ pub fn load_checked(
     })
 }
 
+/// A staff area written in a roster file: `village:<id>`, `town:<id>` or `district`.
+fn staff_area(text: &str) -> Result<crate::store::Scope, String> {
+    use crate::store::Scope;
+    match Scope::parse(text.trim()) {
+        Ok(s @ (Scope::Village(_) | Scope::Town(_) | Scope::District)) => Ok(s),
+        _ => Err(format!(
+            "area must be village:<id>, town:<id> or district, got {text:?}"
+        )),
+    }
+}
+
+/// Read and validate `rosters.csv` and `roster_overrides.csv` (either may be absent;
+/// neither: an empty batch). References are checked against the import's own
+/// `towns.csv`, `villages.csv` and `contacts.csv` first, then against the database:
+/// `known` as for [`load`], `contact_scope` gives a contact's scope in the database, and
+/// `has_roster` says whether an area has a roster there.
+///
+/// Whoever is on duty for an area — shift, stand-in, replaced contact or fallback — must
+/// be a staff contact of that very area (`village:v-1` for the village v-1): that person
+/// sees the area's alarms on the board and is notified at the area's level.
+pub fn load_rosters(
+    files: &Files<'_>,
+    known: &dyn Fn(&str, &str) -> bool,
+    contact_scope: &dyn Fn(&str) -> Option<crate::store::Scope>,
+    has_roster: &dyn Fn(&crate::store::Scope) -> bool,
+) -> Result<RosterBatch, ImportErrors> {
+    use crate::roster::{Override, OverrideKind, Shift, ShiftTime, Weekdays};
+    use crate::store::Scope;
+
+    let mut errors = Vec::new();
+    let shifts = read::<RosterRow>(files, "rosters.csv", &mut errors);
+    let overrides = read::<RosterOverrideRow>(files, "roster_overrides.csv", &mut errors);
+    if shifts.is_empty() && overrides.is_empty() {
+        return match errors.is_empty() {
+            true => Ok(RosterBatch::default()),
+            false => Err(ImportErrors(errors)),
+        };
+    }
+    // The rest of this import, as written (its own problems are reported by `load_checked`).
+    let mut ignored = Vec::new();
+    let towns: HashSet<String> = read::<TownRow>(files, "towns.csv", &mut ignored)
+        .into_iter()
+        .map(|(_, r)| r.id)
+        .collect();
+    let villages: HashSet<String> = read::<VillageRow>(files, "villages.csv", &mut ignored)
+        .into_iter()
+        .map(|(_, r)| r.id)
+        .collect();
+    let contacts: HashMap<String, Option<Scope>> =
+        read::<ContactRow>(files, "contacts.csv", &mut ignored)
+            .into_iter()
+            .map(|(_, r)| (r.id, Scope::parse(&r.scope).ok()))
+            .collect();
+    let area_exists = |area: &Scope| match area {
+        Scope::Village(v) => villages.contains(v) || known("villages", v),
+        Scope::Town(t) => towns.contains(t) || known("towns", t),
+        _ => true,
+    };
+    // Is `id` a staff contact of `area`? The reason why not, if not.
+    let staff_of = |field: &str, id: &str, area: &Scope| -> Result<(), String> {
+        let scope = match contacts.get(id) {
+            Some(s) => s.clone(),
+            None => contact_scope(id),
+        };
+        match scope {
+            Some(s) if s == *area => Ok(()),
+            Some(s) => Err(format!(
+                "{field} {id:?} is a contact of {s}, not staff of {area}: whoever is on duty for an area must be its staff"
+            )),
+            None => Err(format!("unknown {field} {id:?}")),
+        }
+    };
+    let area_of = |text: &str| -> Result<Scope, String> {
+        let area = staff_area(text)?;
+        if area_exists(&area) {
+            Ok(area)
+        } else {
+            let (kind, id) = area.parts();
+            Err(format!("unknown {kind} {id:?}"))
+        }
+    };
+
+    // rosters.csv: per area, its shifts and fallback, in file order.
+    let mut rosters: Vec<AreaRoster> = Vec::new();
+    let mut fallback_line: HashMap<String, u64> = HashMap::new();
+    let mut shift_line: HashMap<(String, u8, u16, u16, String), u64> = HashMap::new();
+    for (line, r) in &shifts {
+        let at = |reason: String| format!("rosters.csv:{line}: {reason}");
+        let area = match area_of(&r.area) {
+            Ok(a) => a,
+            Err(e) => {
+                errors.push(at(e));
+                continue;
+            }
+        };
+        let contact = r.contact.trim();
+        if contact.is_empty() {
+            errors.push(at("contact is empty: every shift names who is on duty (hours nobody covers go to the area's fallback, a row with days \"fallback\")".into()));
+            continue;
+        }
+        if let Err(e) = staff_of("contact", contact, &area) {
+            errors.push(at(e));
+        }
+        let given = |x: &Option<String>| {
+            x.as_deref()
+                .map(str::trim)
+                .filter(|x| !x.is_empty())
+                .map(str::to_owned)
+        };
+        let (start, end) = (given(&r.start), given(&r.end));
+        let pos = match rosters.iter().position(|a| a.area == area) {
+            Some(i) => i,
+            None => {
+                rosters.push(AreaRoster {
+                    area: area.clone(),
+                    fallback: None,
+                    shifts: Vec::new(),
+                });
+                rosters.len() - 1
+            }
+        };
+        if r.days.trim().eq_ignore_ascii_case("fallback") {
+            if start.is_some() || end.is_some() {
+                errors.push(at(
+                    "a fallback has no start or end: it covers whatever no shift covers".into(),
+                ));
+            }
+            if let Some(first) = fallback_line.insert(area.to_string(), *line) {
+                errors.push(at(format!(
+                    "{area} already has a fallback (line {first}); an area has one"
+                )));
+            }
+            rosters[pos].fallback = Some(contact.to_owned());
+            continue;
+        }
+        let days = match Weekdays::parse(&r.days) {
+            Ok(d) => d,
+            Err(e) => {
+                errors.push(at(format!("{e}, or fallback")));
+                continue;
+            }
+        };
+        let (Some(start), Some(end)) = (start, end) else {
+            errors.push(at("start and end are required (HH:MM, local time)".into()));
+            continue;
+        };
+        let time = match ShiftTime::parse(&start, &end) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(at(e));
+                continue;
+            }
+        };
+        let key = (
+            area.to_string(),
+            days.bits(),
+            time.start,
+            time.end,
+            contact.to_owned(),
+        );
+        if let Some(first) = shift_line.insert(key, *line) {
+            errors.push(at(format!("the same shift as line {first}")));
+        }
+        rosters[pos].shifts.push(Shift {
+            days,
+            time,
+            contact: contact.to_owned(),
+        });
+    }
+
+    // roster_overrides.csv
+    let mut batch_overrides: Vec<(u64, ImportedOverride)> = Vec::new();
+    let mut override_areas: Vec<Scope> = Vec::new();
+    for (line, r) in &overrides {
+        let at = |reason: String| format!("roster_overrides.csv:{line}: {reason}");
+        let area = match area_of(&r.area) {
+            Ok(a) => a,
+            Err(e) => {
+                errors.push(at(e));
+                continue;
+            }
+        };
+        if !override_areas.contains(&area) {
+            override_areas.push(area.clone());
+        }
+        if !has_roster(&area) && !rosters.iter().any(|a| a.area == area) {
+            errors.push(at(format!(
+                "{area} has no duty roster (all of its staff are notified); give it weekly shifts in rosters.csv first"
+            )));
+            continue;
+        }
+        let rule = match Override::parse(
+            &r.from,
+            r.to.as_deref(),
+            r.start.as_deref(),
+            r.end.as_deref(),
+            &r.contact,
+            r.replaces.as_deref(),
+        ) {
+            Ok(o) => o,
+            Err(e) => {
+                errors.push(at(e));
+                continue;
+            }
+        };
+        if let Err(e) = staff_of("contact", &rule.contact, &area) {
+            errors.push(at(e));
+        }
+        if let OverrideKind::Replace { absent } = &rule.kind {
+            if let Err(e) = staff_of("replaces", absent, &area) {
+                errors.push(at(e));
+            }
+        }
+        let note = r.note.as_deref().unwrap_or("").trim().to_owned();
+        if note.chars().count() > crate::roster::MAX_NOTE_CHARS {
+            errors.push(at(format!(
+                "note is longer than {} characters",
+                crate::roster::MAX_NOTE_CHARS
+            )));
+        }
+        for (first, o) in &batch_overrides {
+            if o.area != area {
+                continue;
+            }
+            if o.rule.first == rule.first
+                && o.rule.last == rule.last
+                && o.rule.contact == rule.contact
+                && o.rule.kind == rule.kind
+            {
+                errors.push(at(format!("the same override as line {first}")));
+            } else if let (
+                OverrideKind::Replace { absent: a },
+                OverrideKind::Replace { absent: b },
+            ) = (&o.rule.kind, &rule.kind)
+            {
+                if a == b && o.rule.overlaps(&rule) {
+                    errors.push(at(format!(
+                        "{a:?} is already replaced on some of these dates (line {first})"
+                    )));
+                }
+            }
+        }
+        batch_overrides.push((*line, ImportedOverride { area, rule, note }));
+    }
+    if !errors.is_empty() {
+        return Err(ImportErrors(errors));
+    }
+    Ok(RosterBatch {
+        rosters,
+        override_areas,
+        overrides: strip(batch_overrides),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -795,6 +1168,142 @@ h-2,v-db,b
         }
         // Without revocations the same files are fine.
         assert!(load_checked(&files, &|_, _| true, &|_| None).is_ok());
+    }
+
+    fn roster_files(files: &[(&str, &str)]) -> Result<RosterBatch, ImportErrors> {
+        let d = dir(files);
+        let read = |name: &str| {
+            let path = d.path().join(name);
+            path.exists().then(|| std::fs::read(&path))
+        };
+        // In the database: town t-db, village v-db with staff c-db (roster already) and
+        // c-db2, the district's c-dist.
+        use crate::store::Scope;
+        load_rosters(
+            &read,
+            &|table, id| (table, id) == ("towns", "t-db") || (table, id) == ("villages", "v-db"),
+            &|id| match id {
+                "c-db" | "c-db2" => Some(Scope::Village("v-db".into())),
+                "c-dist" => Some(Scope::District),
+                _ => None,
+            },
+            &|area| *area == Scope::Village("v-db".into()),
+        )
+    }
+
+    const STAFF: (&str, &str) = (
+        "contacts.csv",
+        "id,name,phone,role,scope,priority,token\n\
+         c-li,Li,,village,village:v-1,0,\n\
+         c-wang,Wang,,village,village:v-1,0,\n\
+         c-zhao,Zhao,,village,village:v-1,0,\n\
+         c-town,Town,,town,town:t-db,0,\n\
+         c-fam,Family,,family,household:h-1,0,\n",
+    );
+    const VILLAGE: (&str, &str) = ("villages.csv", "id,town_id,name\nv-1,t-db,One\n");
+
+    #[test]
+    fn roster_files_load_with_the_contacts_of_the_same_import() {
+        let b = roster_files(&[
+            VILLAGE,
+            STAFF,
+            (
+                "rosters.csv",
+                "area,days,start,end,contact\n\
+                 village:v-1,mon-fri,08:00,20:00,c-li\n\
+                 village:v-1,daily,20:00,08:00,c-wang\n\
+                 village:v-1,sat sun,08:00,20:00,c-zhao\n\
+                 village:v-1,fallback,,,c-li\n\
+                 district,daily,08:00,08:00,c-dist\n",
+            ),
+            (
+                "roster_overrides.csv",
+                "area,from,to,start,end,contact,replaces,note\n\
+                 village:v-1,2026-10-01,2026-10-03,08:00,20:00,c-zhao,,National Day\n\
+                 village:v-1,2026-10-01,2026-10-03,20:00,08:00,c-wang,,National Day\n\
+                 village:v-1,2026-12-03,2026-12-05,,,c-zhao,c-li,sick leave\n\
+                 village:v-db,2026-12-24,,,,c-db2,c-db,\n",
+            ),
+        ])
+        .expect("valid");
+        assert_eq!(b.rosters.len(), 2);
+        assert_eq!(b.rosters[0].shifts.len(), 3);
+        assert_eq!(b.rosters[0].fallback.as_deref(), Some("c-li"));
+        assert_eq!(b.rosters[1].area, crate::store::Scope::District);
+        assert_eq!(b.rosters[1].shifts[0].time.minutes(), 1440);
+        assert_eq!(b.overrides.len(), 4);
+        assert_eq!(b.override_areas.len(), 2, "v-1 and v-db");
+        assert_eq!(b.overrides[2].note, "sick leave");
+        // Without roster files, nothing to do.
+        assert!(roster_files(&[VILLAGE, STAFF]).expect("none").is_empty());
+    }
+
+    #[test]
+    fn every_bad_roster_row_is_reported_with_file_and_line() {
+        let err = roster_files(&[
+            VILLAGE,
+            STAFF,
+            (
+                "rosters.csv",
+                "area,days,start,end,contact\n\
+                 village:v-1,mon-fri,08:00,20:00,c-li\n\
+                 household:h-1,daily,08:00,20:00,c-li\n\
+                 village:v-9,daily,08:00,20:00,c-li\n\
+                 village:v-1,weekdays,08:00,20:00,c-li\n\
+                 village:v-1,daily,08:00,,c-li\n\
+                 village:v-1,daily,25:00,08:00,c-li\n\
+                 village:v-1,daily,20:00,08:00,\n\
+                 village:v-1,daily,20:00,08:00,c-nobody\n\
+                 village:v-1,daily,20:00,08:00,c-town\n\
+                 village:v-1,daily,20:00,08:00,c-fam\n\
+                 village:v-1,fallback,,,c-wang\n\
+                 village:v-1,fallback,08:00,,c-zhao\n\
+                 village:v-1,Mon-Fri,08:00,20:00,c-li\n",
+            ),
+            (
+                "roster_overrides.csv",
+                "area,from,to,start,end,contact,replaces,note\n\
+                 village:v-1,2026-12-03,2026-12-05,,,c-zhao,c-li,sick\n\
+                 village:v-1,2026-12-05,2026-12-06,,,c-wang,c-li,sick\n\
+                 village:v-1,2026-12-09,2026-12-08,,,c-zhao,,\n\
+                 village:v-1,2026-12-09,,08:00,20:00,c-li,c-wang,\n\
+                 village:v-1,2026-12-09,,,,,,\n\
+                 village:v-1,2026-12-09,,,,c-zhao,c-town,\n\
+                 town:t-db,2026-12-09,,,,c-town,,\n\
+                 village:v-1,2026-12-03,2026-12-05,,,c-zhao,c-li,again\n",
+            ),
+        ])
+        .expect_err("invalid")
+        .0
+        .join("\n");
+        for needle in [
+            "rosters.csv:3: area must be village:<id>, town:<id> or district",
+            "rosters.csv:4: unknown village \"v-9\"",
+            "rosters.csv:5: days \"weekdays\"",
+            "rosters.csv:6: start and end are required",
+            "rosters.csv:7: start \"25:00\"",
+            "rosters.csv:8: contact is empty",
+            "rosters.csv:9: unknown contact \"c-nobody\"",
+            "rosters.csv:10: contact \"c-town\" is a contact of town:t-db, not staff of village:v-1",
+            "rosters.csv:11: contact \"c-fam\" is a contact of household:h-1",
+            "rosters.csv:13: a fallback has no start or end",
+            "rosters.csv:13: village:v-1 already has a fallback (line 12)",
+            "rosters.csv:14: the same shift as line 2",
+            "roster_overrides.csv:3: \"c-li\" is already replaced on some of these dates (line 2)",
+            "roster_overrides.csv:4: to (2026-12-08) is before from (2026-12-09)",
+            "roster_overrides.csv:5: a replacement takes over every shift",
+            "roster_overrides.csv:6: contact is empty",
+            "roster_overrides.csv:7: replaces \"c-town\" is a contact of town:t-db",
+            "roster_overrides.csv:8: town:t-db has no duty roster",
+            "roster_overrides.csv:9: the same override as line 2",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+        }
+        assert!(!err.contains("rosters.csv:2:"), "row 2 is valid:\n{err}");
+        assert!(
+            !err.contains("rosters.csv:12:"),
+            "the first fallback is valid:\n{err}"
+        );
     }
 
     #[test]

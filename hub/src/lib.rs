@@ -30,6 +30,7 @@ pub mod http;
 pub mod import;
 pub mod ingest;
 pub mod notify;
+pub mod roster;
 pub mod rules;
 pub mod rules_tool;
 pub mod secrets;

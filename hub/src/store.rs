@@ -16,6 +16,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
 mod deliveries;
+pub mod rosters;
 pub use deliveries::{Delivery, DeliveryAttempt};
 
 #[derive(Debug, thiserror::Error)]

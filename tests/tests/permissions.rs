@@ -872,6 +872,15 @@ async fn every_role_is_held_to_its_scope_on_every_endpoint_and_websocket() {
         ),
         ("GET", format!("/api/visits/compliance?week={MONDAY}"), None),
         ("POST", "/api/admin/rules/reload".into(), None),
+        ("GET", "/api/rosters".into(), None),
+        ("GET", "/api/rosters/on-duty?scope=village:v-1".into(), None),
+        ("GET", "/api/rosters/coverage?days=7".into(), None),
+        (
+            "POST",
+            "/api/rosters/overrides".into(),
+            Some(json!({"area": "village:v-1", "from": "2030-01-01", "contact": "c-village-1"})),
+        ),
+        ("DELETE", "/api/rosters/overrides/1".into(), None),
         ("WS", "/api/ws".into(), None),
     ];
     let mut rows = Vec::new();

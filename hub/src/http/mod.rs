@@ -9,6 +9,7 @@ pub mod accounts;
 mod admin;
 mod care;
 mod devices;
+mod rosters;
 
 use std::sync::Arc;
 
@@ -106,6 +107,14 @@ pub fn router(state: AppState) -> Router {
             get(care::list_visits).post(care::visit),
         )
         .route("/api/visits/compliance", get(care::compliance))
+        .route("/api/rosters", get(rosters::list))
+        .route("/api/rosters/on-duty", get(rosters::on_duty))
+        .route("/api/rosters/coverage", get(rosters::coverage))
+        .route("/api/rosters/overrides", post(rosters::set_override))
+        .route(
+            "/api/rosters/overrides/{id}",
+            axum::routing::delete(rosters::delete_override),
+        )
         .route("/api/admin/rules/reload", post(care::reload_rules))
         .route("/api/audit", get(care::audit_log))
         .route(
