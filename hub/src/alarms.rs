@@ -151,6 +151,8 @@ impl AlarmService {
             .await?;
         tracing::info!(alarm = %alarm_id, contact = %by, via, "alarm acknowledged");
         self.bus.publish(update.clone());
+        // "Taken by" SMS may have been planned.
+        self.delivery_wake.notify_one();
         Ok(update)
     }
 
@@ -172,6 +174,7 @@ impl AlarmService {
             .await?;
         tracing::info!(alarm = %alarm_id, contact = %by, via, step = %update.step, "alarm response");
         self.bus.publish(update.clone());
+        self.delivery_wake.notify_one();
         self.escalation_wake.notify_one();
         Ok(update)
     }

@@ -86,6 +86,16 @@ impl App {
                 .map_err(anyhow::Error::msg)?;
             channels = channels.with(Arc::new(ch));
         }
+        if let Some(t) = &settings.twilio {
+            for kind in [
+                crate::delivery::ChannelKind::Sms,
+                crate::delivery::ChannelKind::Voice,
+            ] {
+                let ch = crate::phone::TwilioChannel::new(kind, t)
+                    .with_context(|| "[twilio] settings".to_string())?;
+                channels = channels.with(Arc::new(ch));
+            }
+        }
         let shutdown = CancellationToken::new();
         let servers = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -184,6 +194,7 @@ impl App {
             login_failures: Default::default(),
             login_sources: Default::default(),
             credentials_ended: tokio::sync::broadcast::channel(64).0,
+            twilio: settings.twilio.clone().map(Arc::new),
         });
         let http_stop = servers.clone();
         tracker.spawn(async move {

@@ -8,7 +8,8 @@
 //! - [`escalation`]: wakes when a deadline in the store is due.
 //! - [`notify`]: fan-out to websocket clients; [`delivery`]: SMS, voice and webhook
 //!   deliveries (rows planned with the step, a worker with retries and fallback).
-//! - [`twilio`]: the Twilio wire layer (REST client, signatures, TwiML, callback parsing).
+//! - [`twilio`]: the Twilio wire layer (REST client, signatures, TwiML, callback parsing);
+//!   [`phone`]: SMS and voice channels over it; [`webhook`]: the platform's webhook.
 //! - [`http`]: REST + websocket; every request asks [`authz`] (the one place that decides
 //!   who may see and do what, and audits refusals).
 //! - [`store`]: the only module with SQL.
@@ -30,6 +31,7 @@ pub mod http;
 pub mod import;
 pub mod ingest;
 pub mod notify;
+pub mod phone;
 pub mod roster;
 pub mod rules;
 pub mod rules_tool;

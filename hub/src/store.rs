@@ -1603,6 +1603,7 @@ impl Store {
         )
         .await?;
         Self::cancel_pending_deliveries(&mut tx, alarm_id, now).await?;
+        deliveries::plan_taken(&mut tx, alarm_id, update.seq, by, now).await?;
         tx.commit().await?;
         Ok(update)
     }
@@ -1671,6 +1672,9 @@ impl Store {
         };
         let update = append(&mut tx, alarm_id, now, step, Some(by), detail).await?;
         Self::cancel_pending_deliveries(&mut tx, alarm_id, now).await?;
+        if a.is_unacknowledged() {
+            deliveries::plan_taken(&mut tx, alarm_id, update.seq, by, now).await?;
+        }
         tx.commit().await?;
         Ok(update)
     }

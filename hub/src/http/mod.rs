@@ -9,6 +9,7 @@ pub mod accounts;
 mod admin;
 mod care;
 mod devices;
+mod phone;
 mod rosters;
 
 use std::sync::Arc;
@@ -48,6 +49,8 @@ pub struct AppState {
     /// Accounts whose credentials were just taken away (logout, password change, token
     /// revoked): open websockets of that account check theirs again at once.
     pub credentials_ended: tokio::sync::broadcast::Sender<String>,
+    /// Twilio settings, when SMS and voice are on (callbacks verify signatures with them).
+    pub twilio: Option<Arc<crate::twilio::TwilioSettings>>,
 }
 
 /// How often an open websocket checks that its credential still holds (expiry, or an
@@ -128,6 +131,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/devices/{id}/rotate", post(devices::rotate))
         .route("/api/devices/{id}/revoke", post(devices::revoke))
         .route("/api/ws", get(ws))
+        .route(crate::phone::STATUS_PATH, post(phone::status))
+        .route(crate::phone::VOICE_PATH, post(phone::voice))
+        .route(crate::phone::SMS_PATH, post(phone::sms))
         .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
         // Headers on every response: no MIME sniffing, no framing, no referrer, nothing
         // cached, and a content policy that allows nothing (the API serves JSON only).

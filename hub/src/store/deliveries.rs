@@ -43,9 +43,18 @@ pub struct Delivery {
     pub address: Option<String>,
     #[serde(skip)]
     pub alarm_state: String,
+    /// The step that asked for it: `notified` (the alarm) or `acknowledged`/`en_route`/
+    /// `on_site` (who took it), and by whom.
+    #[serde(skip)]
+    pub step_kind: String,
+    #[serde(skip)]
+    pub step_actor: Option<String>,
+    /// The household's (first) elder, for calls only.
+    #[serde(skip)]
+    pub elder_name: Option<String>,
 }
 
-const DELIVERY_SELECT: &str = "SELECT d.id, d.alarm_id, d.step_seq, d.contact_id, d.channel, d.channel_index, d.state, d.attempts, d.next_attempt_at, d.provider_id, d.status, d.error, d.created_at, d.updated_at, c.phone, c.language, a.severity, a.title, a.household_id, v.name AS village_name, h.address, a.state AS alarm_state FROM deliveries d JOIN alarms a ON a.id = d.alarm_id LEFT JOIN contacts c ON c.id = d.contact_id LEFT JOIN villages v ON v.id = a.village_id LEFT JOIN households h ON h.id = a.household_id";
+const DELIVERY_SELECT: &str = "SELECT d.id, d.alarm_id, d.step_seq, d.contact_id, d.channel, d.channel_index, d.state, d.attempts, d.next_attempt_at, d.provider_id, d.status, d.error, d.created_at, d.updated_at, c.phone, c.language, a.severity, a.title, a.household_id, v.name AS village_name, h.address, a.state AS alarm_state, t.step AS step_kind, t.actor AS step_actor, (SELECT e.name FROM elders e WHERE e.household_id = a.household_id ORDER BY e.id LIMIT 1) AS elder_name FROM deliveries d JOIN alarms a ON a.id = d.alarm_id JOIN alarm_timeline t ON t.seq = d.step_seq LEFT JOIN contacts c ON c.id = d.contact_id LEFT JOIN villages v ON v.id = a.village_id LEFT JOIN households h ON h.id = a.household_id";
 
 fn severity_of(s: &str) -> Severity {
     match s {
@@ -277,14 +286,15 @@ impl Store {
         Ok(())
     }
 
-    /// Acknowledged or resolved: what is still pending for this alarm is not sent
-    /// (the webhook still gets its posts: the platform keeps its own record).
+    /// Acknowledged or resolved: the alarm notifications still pending are not sent (the
+    /// webhook still gets its posts: the platform keeps its own record; "taken by" SMS
+    /// still go).
     pub(super) async fn cancel_pending_deliveries(
         tx: &mut Transaction<'static, Sqlite>,
         alarm_id: &str,
         now: Millis,
     ) -> Result<u64> {
-        let done = sqlx::query("UPDATE deliveries SET state = 'cancelled', next_attempt_at = NULL, updated_at = $2 WHERE alarm_id = $1 AND state = 'pending' AND channel <> 'webhook'")
+        let done = sqlx::query("UPDATE deliveries SET state = 'cancelled', next_attempt_at = NULL, updated_at = $2 WHERE alarm_id = $1 AND state = 'pending' AND channel <> 'webhook' AND step_seq IN (SELECT seq FROM alarm_timeline WHERE alarm_id = $1 AND step = 'notified')")
             .bind(alarm_id)
             .bind(now)
             .execute(&mut **tx)
@@ -330,4 +340,89 @@ pub struct DeliveryAttempt {
     pub provider_id: Option<String>,
     pub status: Option<String>,
     pub error: Option<String>,
+}
+
+impl Store {
+    /// One delivery by id.
+    pub async fn delivery(&self, id: &str) -> Result<Option<Delivery>> {
+        Ok(
+            sqlx::query_as(&format!("{DELIVERY_SELECT} WHERE d.id = $1"))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// A provider's status for a delivery (a status callback). Only for the provider id
+    /// the delivery was sent as; returns the delivery as it now is.
+    pub async fn delivery_provider_status(
+        &self,
+        id: &str,
+        provider_id: &str,
+        status: &str,
+        now: Millis,
+    ) -> Result<Option<Delivery>> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET status = $3, updated_at = $4 WHERE id = $1 AND provider_id = $2",
+        )
+        .bind(id)
+        .bind(provider_id)
+        .bind(status)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.delivery(id).await
+    }
+
+    /// The latest SMS or call sent to this phone number in the last day for an alarm
+    /// that is still open: what an SMS reply from that number is about.
+    pub async fn latest_open_delivery_to_phone(
+        &self,
+        phone: &str,
+        since: Millis,
+    ) -> Result<Option<Delivery>> {
+        Ok(sqlx::query_as(&format!("{DELIVERY_SELECT} WHERE c.phone = $1 AND d.channel IN ('sms', 'voice') AND d.state IN ('sending', 'sent', 'failed') AND d.created_at >= $2 AND a.state <> 'resolved' AND t.step = 'notified' ORDER BY d.created_at DESC, d.id LIMIT 1"))
+            .bind(phone)
+            .bind(since)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// The account a contact is (to act for the person who answered a call or an SMS).
+    pub async fn contact_account(&self, contact: &str) -> Result<Option<super::Contact>> {
+        let account: Option<String> =
+            sqlx::query_scalar("SELECT account_id FROM contacts WHERE id = $1")
+                .bind(contact)
+                .fetch_optional(&self.pool)
+                .await?
+                .flatten();
+        match account {
+            Some(a) => self.account(&a).await,
+            None => Ok(None),
+        }
+    }
+}
+
+/// Someone took the alarm (step `step_seq` by `actor`): everyone already sent an SMS or a
+/// call about it — except the taker — gets an SMS saying who, so they stop worrying.
+pub(super) async fn plan_taken(
+    tx: &mut Transaction<'static, Sqlite>,
+    alarm_id: &str,
+    step_seq: i64,
+    actor: &str,
+    now: Millis,
+) -> Result<usize> {
+    let contacts: Vec<String> = sqlx::query_scalar("SELECT DISTINCT d.contact_id FROM deliveries d JOIN alarm_timeline t ON t.seq = d.step_seq WHERE d.alarm_id = $1 AND t.step = 'notified' AND d.channel IN ('sms', 'voice') AND d.state IN ('sending', 'sent', 'failed') AND d.contact_id NOT IN (SELECT id FROM contacts WHERE account_id = $2) AND d.contact_id <> $2")
+        .bind(alarm_id)
+        .bind(actor)
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut planned = 0;
+    for c in contacts {
+        planned += insert(tx, alarm_id, step_seq, &c, ChannelKind::Sms, 0, now).await?;
+    }
+    Ok(planned)
 }

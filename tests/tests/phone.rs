@@ -1,0 +1,272 @@
+//! Issue 6 end to end with the local Twilio-compatible server: a critical alarm calls the
+//! village worker and the family; the worker presses 1 on the phone → acknowledged, and
+//! the family gets an SMS saying who took it. An SMS reply "2" marks "on my way". An
+//! unanswered call falls back to an SMS. Twilio answering 500, then 429, then accepting
+//! sends exactly one SMS. Forged callbacks are refused. Time is the hub's manual clock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anxin_tests::fake_twilio::{Endpoint, Failure, FakeTwilio, Signing};
+use anxin_tests::{TestHub, PATIENCE};
+use device_sim::payload;
+use serde_json::json;
+
+const SID: &str = "AC00000000000000000000000000000001";
+const TOKEN: &str = "fake-twilio-auth-token";
+const VILLAGE_PHONE: &str = "+8613800000001";
+const FAMILY_PHONE: &str = "+8613800000002";
+
+/// A hub whose SMS and calls go to `fake`. The hub's public URL must be known before it
+/// starts (callback URLs and their signatures are built from it), so an HTTP port is
+/// reserved first.
+async fn hub_with_phones(fake: &FakeTwilio, channels: Option<&str>) -> TestHub {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let settings = fake.settings(&format!("http://127.0.0.1:{port}"));
+    let tweak: anxin_tests::Tweak = Arc::new(move |s: &mut hub::Settings| {
+        s.http.listen = format!("127.0.0.1:{port}").parse().expect("addr");
+        s.twilio = Some(settings.clone());
+    });
+    let hub = TestHub::spawn_tweaked(hub::clock::Clock::now(&hub::clock::SystemClock), tweak).await;
+    let store = &hub.app.store;
+    let now = hub::clock::Clock::now(&hub.clock);
+    for (id, role, scope, phone, token) in [
+        (
+            "c-village-1",
+            "village",
+            "village:v-1",
+            VILLAGE_PHONE,
+            "demo-village-1",
+        ),
+        (
+            "c-family-1",
+            "family",
+            "household:h-1",
+            FAMILY_PHONE,
+            "demo-family-1",
+        ),
+    ] {
+        let scope = hub::store::Scope::parse(scope).expect("scope");
+        store
+            .upsert_contact(id, "n", Some(phone), role, &scope, 0, None, token, now)
+            .await
+            .expect("contact phone");
+        if let Some(c) = channels {
+            sqlx::query("UPDATE contacts SET channels = $1 WHERE id = $2")
+                .bind(c)
+                .bind(id)
+                .execute(store.pool())
+                .await
+                .expect("channels");
+        }
+    }
+    hub
+}
+
+async fn sos(hub: &TestHub) -> String {
+    let d = hub.device("demo-pendant-1").await;
+    let ack = d
+        .send_critical(&payload::event("sos", json!({})), PATIENCE)
+        .await
+        .expect("sos acknowledged");
+    ack["alarm_id"].as_str().expect("alarm id").to_owned()
+}
+
+fn to(r: &anxin_tests::fake_twilio::Request) -> String {
+    r.param("To").unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn pressing_1_acknowledges_and_the_family_is_told_who_took_it() {
+    let fake = FakeTwilio::start(SID, TOKEN).await;
+    let hub = hub_with_phones(&fake, None).await;
+    let id = sos(&hub).await;
+
+    // Critical: both are called first (voice, then SMS if a call fails).
+    let calls = fake.wait_for_calls(2, PATIENCE).await;
+    let mut called: Vec<String> = calls.iter().map(to).collect();
+    called.sort();
+    assert_eq!(called, [VILLAGE_PHONE, FAMILY_PHONE]);
+    let village_call = calls
+        .iter()
+        .find(|c| to(c) == VILLAGE_PHONE)
+        .and_then(|c| c.sid.clone())
+        .expect("call sid");
+    let twiml = fake.answer(&village_call).await;
+    assert!(twiml.contains("<Gather"), "{twiml}");
+    assert!(
+        twiml.contains("SOS"),
+        "the call says what happened: {twiml}"
+    );
+
+    // A forged key press changes nothing.
+    let forged = fake
+        .with_signing(Signing::Forged)
+        .press(&village_call, "1")
+        .await;
+    assert_eq!(forged.status, 403);
+    let (_, a) = hub
+        .api()
+        .get("demo-district", &format!("/api/alarms/{id}"))
+        .await;
+    assert_eq!(a["alarm"]["state"], "notified");
+
+    // Any other key repeats the menu; 1 acknowledges.
+    let again = fake.press(&village_call, "5").await;
+    assert_eq!(again.status, 200);
+    assert!(again.body.contains("<Gather"), "{}", again.body);
+    let done = fake.press(&village_call, "1").await;
+    assert_eq!(done.status, 200);
+    assert!(done.body.contains("已确认"), "{}", done.body);
+    let (_, a) = hub
+        .api()
+        .get("demo-district", &format!("/api/alarms/{id}"))
+        .await;
+    assert_eq!(a["alarm"]["state"], "acknowledged");
+    assert_eq!(a["alarm"]["acked_by"], "c-village-1");
+    assert_eq!(a["alarm"]["ack_via"], "voice");
+
+    // The family, who was called too, is told by SMS who took it.
+    let sms = fake.wait_for_messages(1, PATIENCE).await;
+    assert_eq!(to(&sms[0]), FAMILY_PHONE);
+    let body = sms[0].param("Body").unwrap_or_default();
+    assert!(body.contains("c-village-1"), "{body}");
+    assert!(
+        !fake.messages().iter().any(|m| to(m) == VILLAGE_PHONE),
+        "the taker is not told about themselves"
+    );
+    // The acknowledgement is audited as the village worker's, from the phone.
+    let (_, audit) = hub
+        .api()
+        .get("demo-district", "/api/audit?limit=1000")
+        .await;
+    assert!(
+        audit["entries"].as_array().is_some_and(|e| e
+            .iter()
+            .any(|x| x["action"] == "alarm.acknowledge"
+                && x["actor"] == "c-village-1"
+                && x["source"] == "voice")),
+        "{audit}"
+    );
+}
+
+#[tokio::test]
+async fn an_sms_reply_2_means_on_my_way() {
+    let fake = FakeTwilio::start(SID, TOKEN).await;
+    let hub = hub_with_phones(&fake, Some("critical=sms")).await;
+    let id = sos(&hub).await;
+    let sms = fake.wait_for_messages(2, PATIENCE).await;
+    let to_village = sms
+        .iter()
+        .find(|m| to(m) == VILLAGE_PHONE)
+        .expect("an SMS to the village worker");
+    let body = to_village.param("Body").unwrap_or_default();
+    assert!(body.contains("回复1确认"), "{body}");
+    assert!(
+        body.contains(&format!("/board/alarms/{id}")),
+        "a link: {body}"
+    );
+
+    let webhook = format!("{}{}", hub.http, hub::phone::SMS_PATH);
+    // Forged: refused, nothing changes.
+    let forged = fake
+        .with_signing(Signing::Forged)
+        .incoming_sms(VILLAGE_PHONE, "+15005550006", "1", &webhook)
+        .await;
+    assert_eq!(forged.status, 403);
+    let reply = fake
+        .incoming_sms(VILLAGE_PHONE, "+15005550006", " 2 ", &webhook)
+        .await;
+    assert_eq!(reply.status, 200);
+    assert!(reply.body.contains("<Message>"), "{}", reply.body);
+    let (_, a) = hub
+        .api()
+        .get("demo-district", &format!("/api/alarms/{id}"))
+        .await;
+    assert_eq!(a["alarm"]["state"], "acknowledged");
+    assert_eq!(a["alarm"]["acked_by"], "c-village-1");
+    assert_eq!(a["alarm"]["ack_via"], "sms");
+    assert_eq!(a["alarm"]["response"], "en_route");
+    // A number nobody was sent anything: told so, nothing changes.
+    let stranger = fake
+        .incoming_sms("+8613999999999", "+15005550006", "9", &webhook)
+        .await;
+    assert!(stranger.body.contains("No open alarm"), "{}", stranger.body);
+}
+
+#[tokio::test]
+async fn an_unanswered_call_falls_back_to_an_sms() {
+    let fake = FakeTwilio::start(SID, TOKEN).await;
+    let hub = hub_with_phones(&fake, None).await;
+    let id = sos(&hub).await;
+    let calls = fake.wait_for_calls(2, PATIENCE).await;
+    let village_call = calls
+        .iter()
+        .find(|c| to(c) == VILLAGE_PHONE)
+        .and_then(|c| c.sid.clone())
+        .expect("call sid");
+    let r = fake.status_callback(&village_call, "no-answer").await;
+    assert_eq!(r.status, 200);
+    let sms = fake.wait_for_messages(1, PATIENCE).await;
+    assert_eq!(to(&sms[0]), VILLAGE_PHONE);
+    let d = hub.app.store.deliveries(&id).await.expect("deliveries");
+    let voice = d
+        .iter()
+        .find(|d| d.contact_id == "c-village-1" && d.channel == "voice")
+        .expect("the call");
+    assert_eq!(voice.state, "failed");
+    assert_eq!(voice.status.as_deref(), Some("no-answer"));
+}
+
+#[tokio::test]
+async fn twilio_500_then_429_then_ok_sends_exactly_one_sms() {
+    let fake = FakeTwilio::start(SID, TOKEN).await;
+    let hub = hub_with_phones(&fake, Some("critical=sms")).await;
+    // The first two SMS requests fail (the family's and the village worker's go first).
+    fake.script(
+        Endpoint::Messages,
+        [
+            Failure::ServerError,
+            Failure::RateLimited {
+                retry_after_secs: Some(1),
+            },
+        ],
+    );
+    let id = sos(&hub).await;
+    anxin_tests::eventually("two refused SMS requests", &mut || async {
+        (fake.requests().len() >= 2).then_some(())
+    })
+    .await;
+    // Retries wait on the hub's clock.
+    hub.advance(6);
+    let sent = fake.wait_for_messages(2, PATIENCE).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    hub.advance(600);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let to_alarm: Vec<_> = fake
+        .messages()
+        .into_iter()
+        .filter(|m| m.param("Body").is_some_and(|b| b.contains(&id)))
+        .collect();
+    let mut phones: Vec<String> = to_alarm.iter().map(to).collect();
+    phones.sort();
+    // Later repeats of the alarm (every 60 s until acknowledged) are new notifications;
+    // the first notification reached each phone exactly once.
+    let first: Vec<String> = sent.iter().map(to).collect();
+    assert_eq!(first.len(), 2);
+    assert!(first.contains(&VILLAGE_PHONE.to_owned()) && first.contains(&FAMILY_PHONE.to_owned()));
+    let d = hub.app.store.deliveries(&id).await.expect("deliveries");
+    let step = d.iter().map(|d| d.step_seq).min().expect("a delivery");
+    let firsts: Vec<_> = d.iter().filter(|d| d.step_seq == step).collect();
+    assert_eq!(firsts.len(), 2);
+    assert!(firsts.iter().all(|d| d.state == "sent"), "{firsts:?}");
+    assert_eq!(
+        firsts.iter().map(|d| d.attempts).sum::<i64>(),
+        4,
+        "two failures and two successes"
+    );
+    assert!(phones.len() >= 2, "{phones:?}");
+}
