@@ -78,6 +78,13 @@ pub struct ContactRow {
     /// sees all of them.
     #[serde(default)]
     pub account: Option<String>,
+    /// How to reach the contact per severity, in order: `critical=voice,sms;warning=sms;info=`
+    /// (empty: the default — critical voice then SMS, warning SMS, info the board only).
+    #[serde(default)]
+    pub channels: Option<String>,
+    /// `zh-CN` (empty) or `en`: the language of SMS and calls.
+    #[serde(default)]
+    pub language: Option<String>,
     /// Optional API token of the contact's account: without it a new contact's account
     /// gets one, reported once.
     #[serde(default)]
@@ -625,6 +632,19 @@ pub fn load_checked(
         }
     }
     for (line, r) in &contacts {
+        if let Some(c) = r.channels.as_deref().filter(|c| !c.trim().is_empty()) {
+            if let Err(e) = crate::delivery::contact_channels(Some(c), alert_rules::Severity::Info)
+            {
+                errors.push(format!("contacts.csv:{line}: channels: {e}"));
+            }
+        }
+        if let Some(l) = r.language.as_deref().filter(|l| !l.trim().is_empty()) {
+            if crate::twilio::twiml::Language::parse(l).is_none() {
+                errors.push(format!(
+                    "contacts.csv:{line}: language {l:?} is not zh-CN or en"
+                ));
+            }
+        }
         if r.name.is_empty() {
             errors.push(format!("contacts.csv:{line}: name is empty"));
         }
@@ -1063,6 +1083,31 @@ v-1,t-db,One
         ] {
             assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
         }
+        assert!(!err.contains("contacts.csv:2:"), "row 2 is valid:\n{err}");
+    }
+
+    #[test]
+    fn contact_channels_and_language_are_checked() {
+        let d = dir(&[(
+            "contacts.csv",
+            "id,name,phone,role,scope,priority,channels,language
+c-1,Li,+8613800000000,district,district,0,critical=sms;warning=,en
+c-2,Wang,,district,district,0,critical=fax,
+c-3,Zhao,,district,district,0,,fr
+",
+        )]);
+        let err = load(d.path(), &|_, _| false)
+            .expect_err("invalid")
+            .0
+            .join("\n");
+        assert!(
+            err.contains("contacts.csv:3: channels: \"fax\" is not a contact channel"),
+            "{err}"
+        );
+        assert!(
+            err.contains("contacts.csv:4: language \"fr\" is not zh-CN or en"),
+            "{err}"
+        );
         assert!(!err.contains("contacts.csv:2:"), "row 2 is valid:\n{err}");
     }
 

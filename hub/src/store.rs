@@ -662,6 +662,22 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+            sqlx::query("UPDATE contacts SET channels = $2, language = $3 WHERE id = $1")
+                .bind(&c.id)
+                .bind(
+                    c.channels
+                        .as_deref()
+                        .map(str::trim)
+                        .filter(|v| !v.is_empty()),
+                )
+                .bind(
+                    c.language
+                        .as_deref()
+                        .map(str::trim)
+                        .filter(|v| !v.is_empty()),
+                )
+                .execute(&mut *tx)
+                .await?;
             let account = c
                 .account
                 .as_deref()
@@ -1087,7 +1103,7 @@ impl Store {
             devices: sqlx::query_as("SELECT id, household_id, kind, vendor, NULL AS secret FROM devices WHERE revoked_at IS NULL ORDER BY id")
                 .fetch_all(pool)
                 .await?,
-            contacts: sqlx::query_as("SELECT id, name, phone, role, CASE WHEN scope_kind = 'district' THEN 'district' ELSE scope_kind || ':' || scope_id END AS scope, priority, CASE WHEN account_id = id THEN NULL ELSE account_id END AS account, NULL AS token FROM contacts ORDER BY id")
+            contacts: sqlx::query_as("SELECT id, name, phone, role, CASE WHEN scope_kind = 'district' THEN 'district' ELSE scope_kind || ':' || scope_id END AS scope, priority, CASE WHEN account_id = id THEN NULL ELSE account_id END AS account, channels, language, NULL AS token FROM contacts ORDER BY id")
                 .fetch_all(pool)
                 .await?,
         })

@@ -262,16 +262,16 @@ async fn an_exported_district_reimports_without_touching_credentials() {
     ]);
     let contacts = std::fs::read_to_string(out.join("contacts.csv")).expect("contacts.csv");
     assert!(
-        contacts.starts_with("id,name,phone,role,scope,priority,account,token\n"),
+        contacts.starts_with("id,name,phone,role,scope,priority,account,channels,language,token\n"),
         "{contacts}"
     );
     assert!(
-        contacts.contains("c-village-1,Demo contact 2,,village,village:v-1,0,,\n"),
+        contacts.contains("c-village-1,Demo contact 2,,village,village:v-1,0,,,,\n"),
         "{contacts}"
     );
     // A family member's second home names the shared account.
     assert!(
-        contacts.contains("c-family-2b,Demo contact 8,,family,household:h-3,0,family-2,\n"),
+        contacts.contains("c-family-2b,Demo contact 8,,family,household:h-3,0,family-2,,,\n"),
         "{contacts}"
     );
     assert!(

@@ -30,13 +30,15 @@ pub(super) async fn import(
     Json(b): Json<ImportBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     authz::district(&state, &caller, "district-import").await?;
-    const KNOWN: [&str; 6] = [
+    const KNOWN: [&str; 8] = [
         "towns.csv",
         "villages.csv",
         "households.csv",
         "elders.csv",
         "devices.csv",
         "contacts.csv",
+        "rosters.csv",
+        "roster_overrides.csv",
     ];
     if let Some(other) = b.files.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(ApiError::BadRequest(format!(
