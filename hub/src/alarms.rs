@@ -27,6 +27,8 @@ pub struct AlarmService {
     pub channel_kinds: Arc<Vec<crate::delivery::ChannelKind>>,
     /// Wakes the delivery worker when deliveries are planned.
     pub delivery_wake: Arc<Notify>,
+    /// The district's UTC offset (duty rosters are in local time).
+    pub utc_offset_minutes: i32,
     /// Held across "commit a step, publish it": steps reach the bus in the order of their
     /// sequence numbers, so a websocket client never sees seq 11 before seq 10. (SQLite
     /// serialises writes anyway; this only orders the publishes.)
@@ -105,7 +107,7 @@ impl AlarmService {
         reason: &str,
     ) -> Result<AlarmUpdate, StoreError> {
         let alarm = self.store.alarm(alarm_id).await?;
-        let recipients = self.store.recipients(&alarm, level).await?;
+        let recipients = self.recipients(&alarm, level).await?;
         let _order = self.order.lock().await;
         let (update, planned) = self
             .store
@@ -134,6 +136,52 @@ impl AlarmService {
             .policy(a.severity())
             .on_site_within_secs
             .map(|s| self.now() + (s as i64) * 1000))
+    }
+
+    /// Who is told at `level` now: at level 0 the household's family, and for the level's
+    /// area (level 0 the village — and the town too for a grouped village incident —, 1 the
+    /// town, 2 the district) whoever the duty roster has on duty; an area without a roster:
+    /// all its staff. A gap in a roster (nobody on duty, no fallback) is never silence: the
+    /// whole level is told, and the gap is logged and counted.
+    pub async fn recipients(
+        &self,
+        a: &crate::store::Alarm,
+        level: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        use crate::store::Scope;
+        let now = self.now();
+        let mut out = Vec::new();
+        let areas = match level {
+            0 => {
+                if let Some(h) = &a.household_id {
+                    out.extend(self.store.household_contacts(h).await?);
+                }
+                let mut v = vec![Scope::Village(a.village_id.clone())];
+                if a.household_id.is_none() {
+                    v.push(Scope::Town(a.town_id.clone()));
+                }
+                v
+            }
+            1 => vec![Scope::Town(a.town_id.clone())],
+            _ => vec![Scope::District],
+        };
+        for area in areas {
+            let duty = self
+                .store
+                .on_duty(&area, now, self.utc_offset_minutes)
+                .await?;
+            if duty.source == crate::roster::Source::Nobody {
+                metrics::counter!("anxin_roster_gaps_hit_total").increment(1);
+                tracing::warn!(alarm = %a.id, area = %area, "nobody on duty in the roster: notifying every contact of the level");
+                return self.store.recipients(a, level).await;
+            }
+            for c in duty.contacts {
+                if !out.contains(&c) {
+                    out.push(c);
+                }
+            }
+        }
+        Ok(out)
     }
 
     pub async fn acknowledge(

@@ -107,6 +107,7 @@ impl App {
             escalation_wake: Arc::new(Notify::new()),
             channel_kinds: Arc::new(channels.kinds()),
             delivery_wake: Arc::new(Notify::new()),
+            utc_offset_minutes: rules.utc_offset_minutes(),
             order: Arc::new(tokio::sync::Mutex::new(())),
         };
 

@@ -1768,6 +1768,15 @@ impl Store {
 
     /// Who is notified at `level` for an alarm: 0 = the household's family and the
     /// village staff, 1 = town staff, 2 = district staff. Highest priority first.
+    /// The family contacts of a household (not rostered), highest priority first.
+    pub async fn household_contacts(&self, household: &str) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT id FROM contacts WHERE scope_kind = 'household' AND scope_id = $1 ORDER BY priority DESC, id")
+            .bind(household)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Every contact of a level (no roster): the fallback when a roster has a gap.
     pub async fn recipients(&self, a: &Alarm, level: i64) -> Result<Vec<String>> {
         let q = match level {
             // A grouped incident (no household) goes to village and town duty at once.

@@ -515,3 +515,64 @@ async fn staff_read_their_own_areas_and_town_staff_set_sick_leave() {
         ]
     );
 }
+
+/// The notified step at level 0 of a fresh SOS in h-1: its recipients.
+async fn sos_recipients(hub: &TestHub) -> Vec<String> {
+    let pendant = hub.device("demo-pendant-1").await;
+    let ack = pendant
+        .send_critical(
+            &device_sim::payload::event("sos", json!({})),
+            anxin_tests::PATIENCE,
+        )
+        .await
+        .expect("sos acknowledged");
+    let id = ack["alarm_id"].as_str().expect("alarm id").to_owned();
+    let (s, body) = hub
+        .api()
+        .get("demo-district", &format!("/api/alarms/{id}"))
+        .await;
+    assert_eq!(s, 200);
+    let notified = body["timeline"]
+        .as_array()
+        .and_then(|t| t.iter().find(|s| s["step"] == "notified"))
+        .cloned()
+        .expect("notified step");
+    // Resolve it so the next SOS is a new alarm.
+    let (s, _) = hub
+        .api()
+        .post(
+            "demo-district",
+            &format!("/api/alarms/{id}/resolve"),
+            json!({"disposition": "other"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    notified["detail"]["recipients"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Escalation notifies whoever is on duty at that moment (and the family, who are not
+/// rostered); a gap in the roster is never silence: the whole level is told.
+#[tokio::test]
+async fn an_alarm_goes_to_whoever_is_on_duty_and_a_gap_goes_to_everyone() {
+    let hub = hub_with_roster().await;
+    // Monday 07:00: the Sunday-night shift does not exist (mon-sat nights), no fallback.
+    assert_eq!(
+        sos_recipients(&hub).await,
+        ["c-family-1", "c-v1-day", "c-v1-night", "c-village-1"],
+        "a gap: every contact of the level"
+    );
+    // Monday 09:00: the day worker's shift.
+    hub.advance(2 * 3600);
+    assert_eq!(sos_recipients(&hub).await, ["c-family-1", "c-v1-day"]);
+    // Monday 21:00: the night worker's.
+    hub.advance(12 * 3600);
+    assert_eq!(sos_recipients(&hub).await, ["c-family-1", "c-v1-night"]);
+}
