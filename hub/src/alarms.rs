@@ -84,7 +84,9 @@ impl AlarmService {
                     tracing::info!(alarm = %raised.alarm.id, rule = %d.rule_id, household = ?d.household, village = ?d.village, severity = d.severity.as_str(), "alarm raised");
                 }
                 if raised.new {
-                    self.notify_level(&raised.alarm.id, 0, "raised").await?;
+                    if !self.ask_elder_first(&raised.alarm).await? {
+                        self.notify_level(&raised.alarm.id, 0, "raised").await?;
+                    }
                     self.escalation_wake.notify_one();
                 }
                 Ok(Some(raised))
@@ -136,6 +138,61 @@ impl AlarmService {
             .policy(a.severity())
             .on_site_within_secs
             .map(|s| self.now() + (s as i64) * 1000))
+    }
+
+    /// For the rules in `verify_first_rules`, when calls are possible and the elder has a
+    /// phone: call the elder first ("press 1 if you are all right") and tell the contacts
+    /// only if the elder does not confirm within `verify_within_secs`. True if asked.
+    async fn ask_elder_first(&self, a: &crate::store::Alarm) -> Result<bool, StoreError> {
+        let wanted = self.escalation.verify_first_rules.contains(&a.rule_id)
+            && self
+                .channel_kinds
+                .contains(&crate::delivery::ChannelKind::Voice);
+        let Some(household) = a.household_id.as_deref().filter(|_| wanted) else {
+            return Ok(false);
+        };
+        let Some((elder, _)) = self.store.elder_phone(household).await? else {
+            return Ok(false);
+        };
+        let now = self.now();
+        let until = now + (self.escalation.verify_within_secs as i64) * 1000;
+        let _order = self.order.lock().await;
+        let update = self
+            .store
+            .start_verification(&a.id, &elder, until, now)
+            .await?;
+        self.bus.publish(update);
+        self.delivery_wake.notify_one();
+        tracing::info!(alarm = %a.id, elder = %elder, "asking the elder first");
+        Ok(true)
+    }
+
+    /// The elder answered the hub's call: `ok` (pressed 1) resolves the alarm as "elder
+    /// confirmed OK"; anything else (another key, no answer) tells the contacts now.
+    pub async fn elder_answered(
+        &self,
+        alarm_id: &str,
+        elder_id: &str,
+        ok: bool,
+    ) -> Result<(), StoreError> {
+        let ended = self.store.end_verification(alarm_id).await?;
+        if ok {
+            let a = self.store.alarm(alarm_id).await?;
+            if a.is_open() {
+                self.resolve(
+                    alarm_id,
+                    &format!("elder:{elder_id}"),
+                    "elder_confirmed_ok",
+                    Some("the elder answered the hub's call and pressed 1"),
+                )
+                .await?;
+                metrics::counter!("anxin_elder_confirmed_ok_total").increment(1);
+            }
+        } else if ended {
+            self.notify_level(alarm_id, 0, "the elder did not confirm")
+                .await?;
+        }
+        Ok(())
     }
 
     /// Who is told at `level` now: at level 0 the household's family, and for the level's
@@ -253,7 +310,9 @@ impl AlarmService {
         let mut steps = 0;
         for a in self.store.due_alarms(now).await? {
             let policy = self.escalation.policy(a.severity());
-            if a.is_unacknowledged() && a.level_deadline_at.is_some_and(|t| t <= now) {
+            // While the elder is being asked, the contacts' clocks do not run.
+            let asking = a.verify_until.is_some_and(|t| t > now);
+            if !asking && a.is_unacknowledged() && a.level_deadline_at.is_some_and(|t| t <= now) {
                 let top = a
                     .max_level
                     .unwrap_or(i64::MAX)
@@ -271,13 +330,21 @@ impl AlarmService {
                     self.notify_level(&a.id, to, "escalated").await?;
                     steps += 1;
                 }
-            } else if a.is_unacknowledged() && a.renotify_at.is_some_and(|t| t <= now) {
+            } else if !asking && a.is_unacknowledged() && a.renotify_at.is_some_and(|t| t <= now) {
                 let next = policy.renotify_secs.map(|s| now + (s as i64) * 1000);
                 if self.store.bump_renotify(&a, next).await? {
                     self.notify_level(&a.id, a.level, "repeat until acknowledged")
                         .await?;
                     steps += 1;
                 }
+            }
+            if a.verify_until.is_some_and(|t| t <= now)
+                && self.store.end_verification(&a.id).await?
+            {
+                tracing::info!(alarm = %a.id, "the elder did not confirm in time: telling the contacts");
+                self.notify_level(&a.id, 0, "the elder did not confirm in time")
+                    .await?;
+                steps += 1;
             }
             if a.state == "acknowledged"
                 && a.response.as_deref() != Some("on_site")

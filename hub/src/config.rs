@@ -130,6 +130,30 @@ pub struct EscalationSettings {
     pub info: EscalationPolicy,
     /// The highest level (the district).
     pub top_level: u8,
+    /// Rules whose alarms first call the elder's own phone (needs `[twilio]` and an
+    /// elder with a phone; otherwise the contacts are told at once). SOS, smoke, gas and
+    /// leaks should never be here.
+    #[serde(default = "default_verify_rules")]
+    pub verify_first_rules: Vec<String>,
+    /// How long the elder has to press 1 before the contacts are told anyway, seconds.
+    #[serde(default = "default_verify_secs")]
+    pub verify_within_secs: u64,
+}
+
+fn default_verify_rules() -> Vec<String> {
+    [
+        "no-activity-daytime",
+        "no-activity-long",
+        "not-up-by-10",
+        "daily-checkin",
+        "fall",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+fn default_verify_secs() -> u64 {
+    180
 }
 
 impl EscalationSettings {
@@ -182,6 +206,8 @@ impl Default for Settings {
                     on_site_within_secs: None,
                 },
                 top_level: 2,
+                verify_first_rules: default_verify_rules(),
+                verify_within_secs: default_verify_secs(),
             },
             webhook: None,
             twilio: None,

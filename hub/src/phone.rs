@@ -78,8 +78,23 @@ pub fn call_text(job: &Delivery) -> String {
     }
 }
 
-/// The call's TwiML: the message and the 1 / 2 / 9 menu, keys posted to `action`.
+/// The elder a delivery calls to ask "are you all right?" (`elder:<id>`), if it is one.
+pub fn elder_of(job: &Delivery) -> Option<&str> {
+    job.contact_id.strip_prefix("elder:")
+}
+
+/// The call's TwiML, keys posted to `action`: for a contact, the message and the 1 / 2 / 9
+/// menu; for the elder, "press 1 if you are all right".
 pub fn call_twiml(job: &Delivery, action: &str) -> String {
+    if elder_of(job).is_some() {
+        // Elders are spoken to in Chinese (their language is not recorded).
+        let lang = Language::ZhCn;
+        let message = format!("您好，这里是安心平安服务。{}。", job.title);
+        return twiml::menu(&Menu {
+            prompt: "如果您一切安好，请按1。需要帮助，请按其他键，我们会马上通知您的家人和社区。",
+            ..Menu::alarm(lang, &message, action)
+        });
+    }
     let text = call_text(job);
     twiml::menu(&Menu::alarm(language(job), &text, action))
 }

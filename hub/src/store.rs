@@ -177,6 +177,8 @@ pub struct Alarm {
     pub on_site_at: Option<i64>,
     /// An acknowledged alarm with nobody on site by then re-escalates.
     pub on_site_deadline_at: Option<i64>,
+    /// While the hub asks the elder first ("press 1 if you are all right"): until when.
+    pub verify_until: Option<i64>,
 }
 
 impl Alarm {
@@ -438,7 +440,7 @@ const UPSERT_DEVICE: &str = "INSERT INTO devices (id, household_id, kind, vendor
 /// `$2` village (for grouped incidents), `$3` condition key.
 const OPEN_FOR_SUBJECT: &str = "((household_id = $1) OR ($1 IS NULL AND household_id IS NULL AND village_id = $2)) AND condition_key = $3 AND state <> 'resolved'";
 
-const ALARM_COLUMNS: &str = "id, household_id, village_id, town_id, device_id, rule_id, condition_key, severity, title, detail, state, level, raised_at, repeat_count, acked_at, acked_by, ack_via, resolved_at, resolved_by, disposition, resolution_note, level_deadline_at, renotify_at, overdue_at, overdue_notified, max_level, response, eta_at, on_site_at, on_site_deadline_at";
+const ALARM_COLUMNS: &str = "id, household_id, village_id, town_id, device_id, rule_id, condition_key, severity, title, detail, state, level, raised_at, repeat_count, acked_at, acked_by, ack_via, resolved_at, resolved_by, disposition, resolution_note, level_deadline_at, renotify_at, overdue_at, overdue_notified, max_level, response, eta_at, on_site_at, on_site_deadline_at, verify_until";
 
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -1768,6 +1770,58 @@ impl Store {
 
     /// Who is notified at `level` for an alarm: 0 = the household's family and the
     /// village staff, 1 = town staff, 2 = district staff. Highest priority first.
+    /// The household's first elder with a phone: (elder id, phone).
+    pub async fn elder_phone(&self, household: &str) -> Result<Option<(String, String)>> {
+        let row = sqlx::query("SELECT id, phone FROM elders WHERE household_id = $1 AND phone IS NOT NULL AND phone <> '' ORDER BY id LIMIT 1")
+            .bind(household)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok((r.try_get("id")?, r.try_get("phone")?)))
+            .transpose()
+    }
+
+    /// Ask the elder first: the alarm waits (`verify_until`), a `verifying` step is
+    /// written and a call to the elder's phone is planned, in one transaction.
+    pub async fn start_verification(
+        &self,
+        alarm_id: &str,
+        elder_id: &str,
+        until: Millis,
+        now: Millis,
+    ) -> Result<AlarmUpdate> {
+        let mut tx = self.begin_write().await?;
+        // The contacts' clocks (acknowledgement deadline, repeats) start when they are told.
+        sqlx::query("UPDATE alarms SET verify_until = $2, level_deadline_at = level_deadline_at + ($2 - $3), renotify_at = renotify_at + ($2 - $3) WHERE id = $1")
+            .bind(alarm_id)
+            .bind(until)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let update = append(
+            &mut tx,
+            alarm_id,
+            now,
+            "verifying",
+            Some("hub"),
+            serde_json::json!({ "elder": elder_id, "until": until }),
+        )
+        .await?;
+        deliveries::plan_elder_call(&mut tx, alarm_id, update.seq, elder_id, now).await?;
+        tx.commit().await?;
+        Ok(update)
+    }
+
+    /// End the wait for the elder; true for the one caller that ended it.
+    pub async fn end_verification(&self, alarm_id: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE alarms SET verify_until = NULL WHERE id = $1 AND verify_until IS NOT NULL",
+        )
+        .bind(alarm_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// The family contacts of a household (not rostered), highest priority first.
     pub async fn household_contacts(&self, household: &str) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar("SELECT id FROM contacts WHERE scope_kind = 'household' AND scope_id = $1 ORDER BY priority DESC, id")
@@ -1818,7 +1872,7 @@ impl Store {
 
     /// Earliest pending escalation deadline of any open alarm.
     pub async fn next_deadline(&self) -> Result<Option<Millis>> {
-        let t: Option<i64> = sqlx::query_scalar("SELECT MIN(t) FROM (SELECT MIN(level_deadline_at) AS t FROM alarms WHERE level_deadline_at IS NOT NULL UNION ALL SELECT MIN(renotify_at) AS t FROM alarms WHERE renotify_at IS NOT NULL UNION ALL SELECT MIN(overdue_at) AS t FROM alarms WHERE overdue_notified = 0 AND state <> 'resolved' UNION ALL SELECT MIN(on_site_deadline_at) AS t FROM alarms WHERE state = 'acknowledged') AS d")
+        let t: Option<i64> = sqlx::query_scalar("SELECT MIN(t) FROM (SELECT MIN(level_deadline_at) AS t FROM alarms WHERE level_deadline_at IS NOT NULL UNION ALL SELECT MIN(renotify_at) AS t FROM alarms WHERE renotify_at IS NOT NULL UNION ALL SELECT MIN(overdue_at) AS t FROM alarms WHERE overdue_notified = 0 AND state <> 'resolved' UNION ALL SELECT MIN(on_site_deadline_at) AS t FROM alarms WHERE state = 'acknowledged' UNION ALL SELECT MIN(verify_until) AS t FROM alarms WHERE state <> 'resolved') AS d")
             .fetch_one(&self.pool)
             .await?;
         Ok(t)
@@ -1826,7 +1880,7 @@ impl Store {
 
     pub async fn due_alarms(&self, now: Millis) -> Result<Vec<Alarm>> {
         Ok(sqlx::query_as(&format!(
-            "SELECT {ALARM_COLUMNS} FROM alarms WHERE state <> 'resolved' AND (level_deadline_at <= $1 OR renotify_at <= $1 OR (overdue_notified = 0 AND overdue_at <= $1) OR (state = 'acknowledged' AND on_site_deadline_at <= $1)) ORDER BY raised_at"
+            "SELECT {ALARM_COLUMNS} FROM alarms WHERE state <> 'resolved' AND (level_deadline_at <= $1 OR renotify_at <= $1 OR (overdue_notified = 0 AND overdue_at <= $1) OR (state = 'acknowledged' AND on_site_deadline_at <= $1) OR verify_until <= $1) ORDER BY raised_at"
         ))
         .bind(now)
         .fetch_all(&self.pool)

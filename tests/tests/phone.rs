@@ -270,3 +270,110 @@ async fn twilio_500_then_429_then_ok_sends_exactly_one_sms() {
     );
     assert!(phones.len() >= 2, "{phones:?}");
 }
+
+const ELDER_PHONE: &str = "+8613800000009";
+
+/// A fall reported by the pendant of h-1, whose elder now has a phone.
+async fn fall_with_elder_phone(hub: &TestHub) -> String {
+    hub.app
+        .store
+        .upsert_elder("e-1", "h-1", "Demo Elder 1", Some(ELDER_PHONE))
+        .await
+        .expect("elder phone");
+    let d = hub.device("demo-pendant-1").await;
+    let ack = d
+        .send_critical(&payload::event("fall", json!({})), PATIENCE)
+        .await
+        .expect("fall acknowledged");
+    ack["alarm_id"].as_str().expect("alarm id").to_owned()
+}
+
+async fn steps(hub: &TestHub, id: &str) -> Vec<String> {
+    let (_, a) = hub
+        .api()
+        .get("demo-district", &format!("/api/alarms/{id}"))
+        .await;
+    a["timeline"]
+        .as_array()
+        .map(|t| {
+            t.iter()
+                .filter_map(|s| s["step"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_elder_presses_1_and_nobody_else_is_disturbed() {
+    let fake = FakeTwilio::start(SID, TOKEN).await;
+    let hub = hub_with_phones(&fake, None).await;
+    let id = fall_with_elder_phone(&hub).await;
+    let calls = fake.wait_for_calls(1, PATIENCE).await;
+    assert_eq!(to(&calls[0]), ELDER_PHONE, "the elder is called first");
+    let sid = calls[0].sid.clone().expect("sid");
+    let twiml = fake.answer(&sid).await;
+    assert!(twiml.contains("请按1"), "{twiml}");
+    let r = fake.press(&sid, "1").await;
+    assert_eq!(r.status, 200);
+    let (_, a) = hub
+        .api()
+        .get("demo-district", &format!("/api/alarms/{id}"))
+        .await;
+    assert_eq!(a["alarm"]["state"], "resolved");
+    assert_eq!(a["alarm"]["disposition"], "elder_confirmed_ok");
+    assert_eq!(a["alarm"]["resolved_by"], "elder:e-1");
+    assert_eq!(steps(&hub, &id).await, ["raised", "verifying", "resolved"]);
+    // Nobody else is called or texted, now or later.
+    hub.advance(600);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(fake.calls().len(), 1);
+    assert!(fake.messages().is_empty());
+}
+
+#[tokio::test]
+async fn the_elder_not_answering_or_pressing_another_key_tells_the_contacts_at_once() {
+    let fake = FakeTwilio::start(SID, TOKEN).await;
+    let hub = hub_with_phones(&fake, None).await;
+
+    // Another key: the contacts are called now.
+    let id = fall_with_elder_phone(&hub).await;
+    let calls = fake.wait_for_calls(1, PATIENCE).await;
+    let sid = calls[0].sid.clone().expect("sid");
+    fake.answer(&sid).await;
+    let r = fake.press(&sid, "3").await;
+    assert_eq!(r.status, 200);
+    let calls = fake.wait_for_calls(3, PATIENCE).await;
+    let mut called: Vec<String> = calls[1..].iter().map(to).collect();
+    called.sort();
+    assert_eq!(called, [VILLAGE_PHONE, FAMILY_PHONE]);
+    assert_eq!(steps(&hub, &id).await, ["raised", "verifying", "notified"]);
+    let (s, _) = hub
+        .api()
+        .post(
+            "demo-village-1",
+            &format!("/api/alarms/{id}/resolve"),
+            json!({"disposition": "visited_ok"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+
+    // No answer at all: the contacts are told when the 3 minutes are up, not before.
+    let id = fall_with_elder_phone(&hub).await;
+    fake.wait_for_calls(4, PATIENCE).await;
+    hub.advance(170);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        fake.calls().len(),
+        4,
+        "still waiting for the elder: {:?} {}",
+        fake.calls().iter().map(to).collect::<Vec<_>>(),
+        hub.api()
+            .get("demo-district", &format!("/api/alarms/{id}"))
+            .await
+            .1["timeline"]
+    );
+    hub.advance(11);
+    fake.wait_for_calls(6, PATIENCE).await;
+    let s = steps(&hub, &id).await;
+    assert_eq!(s, ["raised", "verifying", "notified"], "{s:?}");
+}

@@ -491,8 +491,9 @@ async fn on_site(
 }
 
 /// What happened, as recorded at resolution (feeds reports and KPIs).
-pub const DISPOSITIONS: [&str; 6] = [
+pub const DISPOSITIONS: [&str; 7] = [
     "false_alarm",
+    "elder_confirmed_ok",
     "visited_ok",
     "sent_to_hospital",
     "handled_remotely",

@@ -131,6 +131,17 @@ pub(super) async fn status(
         .delivery_provider_status(&id, cb.sid(), &status, now)
         .await
     {
+        Ok(Some(d)) if unreached && phone::elder_of(&d).is_some() => {
+            // The elder did not pick up: tell the contacts now, not at the deadline.
+            let elder = phone::elder_of(&d).unwrap_or_default().to_owned();
+            if let Err(e) = state
+                .alarms
+                .elder_answered(&d.alarm_id, &elder, false)
+                .await
+            {
+                tracing::error!(error = %e, "escalating after an unanswered elder call failed");
+            }
+        }
         Ok(Some(d)) if unreached && d.state == "sent" => {
             metrics::counter!("anxin_deliveries_total", "channel" => d.channel.clone(), "outcome" => "not_reached").increment(1);
             tracing::info!(delivery = %d.id, alarm = %d.alarm_id, contact = %d.contact_id, status = %status, "contact not reached");
@@ -291,6 +302,19 @@ pub(super) async fn voice(
     };
     let lang = phone::language(&d);
     let key = g.digits.as_deref().unwrap_or_default();
+    if let Some(elder) = phone::elder_of(&d) {
+        // The elder: 1 is "I am all right"; any other key, or none, tells the contacts.
+        let ok = key == "1";
+        if let Err(e) = state.alarms.elder_answered(&d.alarm_id, elder, ok).await {
+            tracing::error!(error = %e, "recording the elder's answer failed");
+        }
+        let said = if ok {
+            "好的，祝您平安。再见。"
+        } else {
+            "我们正在通知您的家人和社区，请保持电话畅通。"
+        };
+        return xml(twiml::say_and_hang_up(Language::ZhCn.into(), said));
+    }
     match act(&state, &d, key, "voice").await {
         Some(said) => xml(twiml::say_and_hang_up(lang.into(), &said)),
         // Anything else (or no key): the menu again.

@@ -54,7 +54,7 @@ pub struct Delivery {
     pub elder_name: Option<String>,
 }
 
-const DELIVERY_SELECT: &str = "SELECT d.id, d.alarm_id, d.step_seq, d.contact_id, d.channel, d.channel_index, d.state, d.attempts, d.next_attempt_at, d.provider_id, d.status, d.error, d.created_at, d.updated_at, c.phone, c.language, a.severity, a.title, a.household_id, v.name AS village_name, h.address, a.state AS alarm_state, t.step AS step_kind, t.actor AS step_actor, (SELECT e.name FROM elders e WHERE e.household_id = a.household_id ORDER BY e.id LIMIT 1) AS elder_name FROM deliveries d JOIN alarms a ON a.id = d.alarm_id JOIN alarm_timeline t ON t.seq = d.step_seq LEFT JOIN contacts c ON c.id = d.contact_id LEFT JOIN villages v ON v.id = a.village_id LEFT JOIN households h ON h.id = a.household_id";
+const DELIVERY_SELECT: &str = "SELECT d.id, d.alarm_id, d.step_seq, d.contact_id, d.channel, d.channel_index, d.state, d.attempts, d.next_attempt_at, d.provider_id, d.status, d.error, d.created_at, d.updated_at, COALESCE(c.phone, el.phone) AS phone, c.language, a.severity, a.title, a.household_id, v.name AS village_name, h.address, a.state AS alarm_state, t.step AS step_kind, t.actor AS step_actor, (SELECT e.name FROM elders e WHERE e.household_id = a.household_id ORDER BY e.id LIMIT 1) AS elder_name FROM deliveries d JOIN alarms a ON a.id = d.alarm_id JOIN alarm_timeline t ON t.seq = d.step_seq LEFT JOIN contacts c ON c.id = d.contact_id LEFT JOIN elders el ON d.contact_id = 'elder:' || el.id LEFT JOIN villages v ON v.id = a.village_id LEFT JOIN households h ON h.id = a.household_id";
 
 fn severity_of(s: &str) -> Severity {
     match s {
@@ -259,7 +259,9 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let open = matches!(d.alarm_state.as_str(), "raised" | "notified");
-        if open && d.contact_id != "webhook" {
+        // The webhook has no other channel; the elder's "are you all right?" call is not
+        // followed by an SMS: its deadline tells the contacts.
+        if open && d.contact_id != "webhook" && !d.contact_id.starts_with("elder:") {
             let pref: Option<String> =
                 sqlx::query_scalar("SELECT channels FROM contacts WHERE id = $1")
                     .bind(&d.contact_id)
@@ -425,4 +427,25 @@ pub(super) async fn plan_taken(
         planned += insert(tx, alarm_id, step_seq, &c, ChannelKind::Sms, 0, now).await?;
     }
     Ok(planned)
+}
+
+/// The call to the elder's own phone that asks "are you all right?" (contact
+/// `elder:<id>`; the elder's phone comes from `elders`).
+pub(super) async fn plan_elder_call(
+    tx: &mut Transaction<'static, Sqlite>,
+    alarm_id: &str,
+    step_seq: i64,
+    elder_id: &str,
+    now: Millis,
+) -> Result<usize> {
+    insert(
+        tx,
+        alarm_id,
+        step_seq,
+        &format!("elder:{elder_id}"),
+        ChannelKind::Voice,
+        0,
+        now,
+    )
+    .await
 }

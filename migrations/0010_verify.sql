@@ -1,0 +1,4 @@
+-- "Verify with the elder first" (issue 6): for some rules (inactivity, a fall detector)
+-- the hub first calls the elder's own phone — "press 1 if you are all right" — and tells
+-- the contacts only if the elder does not confirm by `verify_until`.
+ALTER TABLE alarms ADD COLUMN verify_until BIGINT;
