@@ -31,6 +31,14 @@ async fn hub_with_phones(fake: &FakeTwilio, channels: Option<&str>) -> TestHub {
         s.twilio = Some(settings.clone());
     });
     let hub = TestHub::spawn_tweaked(hub::clock::Clock::now(&hub::clock::SystemClock), tweak).await;
+    set_phones(&hub, channels).await;
+    hub
+}
+
+/// Phones (and channel lists) for the demo's village worker and family of h-1. (The test
+/// hub seeds the demo district at every start, which clears them: call again after a
+/// restart.)
+async fn set_phones(hub: &TestHub, channels: Option<&str>) {
     let store = &hub.app.store;
     let now = hub::clock::Clock::now(&hub.clock);
     for (id, role, scope, phone, token) in [
@@ -63,7 +71,6 @@ async fn hub_with_phones(fake: &FakeTwilio, channels: Option<&str>) -> TestHub {
                 .expect("channels");
         }
     }
-    hub
 }
 
 async fn sos(hub: &TestHub) -> String {
@@ -376,4 +383,163 @@ async fn the_elder_not_answering_or_pressing_another_key_tells_the_contacts_at_o
     fake.wait_for_calls(6, PATIENCE).await;
     let s = steps(&hub, &id).await;
     assert_eq!(s, ["raised", "verifying", "notified"], "{s:?}");
+}
+
+/// Monday 2026-12-07 22:00 +08:00 (night), unix ms.
+const MONDAY_2200: i64 = 1_796_652_000_000;
+const NIGHT_PHONE: &str = "+8613800000011";
+const DAY_PHONE: &str = "+8613800000012";
+const TOWN_PHONE: &str = "+8613800000021";
+
+/// The issue's night scenario: a village with a day/night roster; at 22:00 an SOS calls
+/// the family and the *night* worker only. The night worker does not answer (twice: the
+/// first call, then the repeat a minute later; each unanswered call is followed by an
+/// SMS); after 3 minutes the town is called; the town worker presses 1, and everyone
+/// already reached is told by SMS who took it.
+#[tokio::test]
+async fn at_night_the_on_duty_worker_is_called_and_no_answer_twice_brings_in_the_town() {
+    let fake = FakeTwilio::start(SID, TOKEN).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let settings = fake.settings(&format!("http://127.0.0.1:{port}"));
+    let tweak: anxin_tests::Tweak = Arc::new(move |s: &mut hub::Settings| {
+        s.http.listen = format!("127.0.0.1:{port}").parse().expect("addr");
+        s.twilio = Some(settings.clone());
+    });
+    let hub = TestHub::spawn_tweaked(MONDAY_2200, tweak).await;
+    let files = [
+        (
+            "contacts.csv",
+            format!(
+                "id,name,phone,role,scope,priority,account,token\n\
+                 c-family-1,F,{FAMILY_PHONE},family,household:h-1,0,,demo-family-1\n\
+                 c-v1-day,Day,{DAY_PHONE},village,village:v-1,0,,roster-day-token\n\
+                 c-v1-night,Night,{NIGHT_PHONE},village,village:v-1,0,,roster-night-token\n\
+                 c-town-1,T,{TOWN_PHONE},town,town:t-1,0,,demo-town-1\n"
+            ),
+        ),
+        (
+            "rosters.csv",
+            "area,days,start,end,contact\n\
+             village:v-1,daily,08:00,20:00,c-v1-day\n\
+             village:v-1,daily,20:00,08:00,c-v1-night\n"
+                .to_owned(),
+        ),
+    ];
+    let read = |name: &str| {
+        files
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, t)| Ok(t.as_bytes().to_vec()))
+    };
+    hub::import::apply(&hub.app.store, &read, None, MONDAY_2200)
+        .await
+        .expect("contacts and roster imported");
+
+    let id = sos(&hub).await;
+    let calls = fake.wait_for_calls(2, PATIENCE).await;
+    let mut called: Vec<String> = calls.iter().map(to).collect();
+    called.sort();
+    assert_eq!(
+        called,
+        [FAMILY_PHONE, NIGHT_PHONE],
+        "the night worker, not the day worker"
+    );
+    let night_call = |calls: &[anxin_tests::fake_twilio::Request]| {
+        calls
+            .iter()
+            .rev()
+            .find(|c| to(c) == NIGHT_PHONE)
+            .and_then(|c| c.sid.clone())
+            .expect("a call to the night worker")
+    };
+
+    // No answer: an SMS follows.
+    fake.status_callback(&night_call(&calls), "no-answer").await;
+    let sms = fake.wait_for_messages(1, PATIENCE).await;
+    assert_eq!(to(&sms[0]), NIGHT_PHONE);
+
+    // A minute later the level is called again; no answer again.
+    hub.advance(61);
+    let calls = fake.wait_for_calls(4, PATIENCE).await;
+    fake.status_callback(&night_call(&calls), "no-answer").await;
+    fake.wait_for_messages(2, PATIENCE).await;
+    assert!(
+        !fake.calls().iter().any(|c| to(c) == TOWN_PHONE),
+        "the town is not called before the level's deadline"
+    );
+
+    // 3 minutes after the alarm: the town.
+    hub.advance(120);
+    let town_call = anxin_tests::eventually("the town is called", &mut || async {
+        fake.calls()
+            .iter()
+            .find(|c| to(c) == TOWN_PHONE)
+            .and_then(|c| c.sid.clone())
+    })
+    .await;
+    assert!(!fake.calls().iter().any(|c| to(c) == DAY_PHONE));
+    fake.answer(&town_call).await;
+    let r = fake.press(&town_call, "1").await;
+    assert!(r.body.contains("已确认"), "{}", r.body);
+    let (_, a) = hub
+        .api()
+        .get("demo-district", &format!("/api/alarms/{id}"))
+        .await;
+    assert_eq!(a["alarm"]["acked_by"], "c-town-1");
+    assert_eq!(a["alarm"]["ack_via"], "voice");
+    assert_eq!(a["alarm"]["level"], 1);
+
+    // Everyone already reached (family, night worker) is told who took it.
+    let told = anxin_tests::eventually("the 'taken by' SMS", &mut || async {
+        let taken: Vec<String> = fake
+            .messages()
+            .iter()
+            .filter(|m| m.param("Body").is_some_and(|b| b.contains("c-town-1")))
+            .map(to)
+            .collect();
+        (taken.len() >= 2).then_some(taken)
+    })
+    .await;
+    let mut told = told;
+    told.sort();
+    assert_eq!(told, [FAMILY_PHONE, NIGHT_PHONE]);
+}
+
+/// A restart while an SMS waits for its retry sends it once.
+#[tokio::test]
+async fn a_restart_during_an_sms_retry_sends_it_once() {
+    let fake = FakeTwilio::start(SID, TOKEN).await;
+    let hub = hub_with_phones(&fake, Some("critical=sms")).await;
+    fake.script(Endpoint::Messages, [Failure::ServerError]);
+    let id = sos(&hub).await;
+    // One of the two SMS failed (500), the other went through.
+    fake.wait_for_messages(1, PATIENCE).await;
+    let store = hub.app.store.clone();
+    let waiting = hub
+        .eventually("an SMS waits for its retry", || async {
+            let d = store.deliveries(&id).await.expect("deliveries");
+            d.into_iter()
+                .find(|d| d.state == "pending" && d.attempts == 1)
+        })
+        .await;
+    let hub = hub.restart().await;
+    set_phones(&hub, Some("critical=sms")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.messages().len(), 1, "the restart itself sends nothing");
+    hub.advance(5);
+    fake.wait_for_messages(2, PATIENCE).await;
+    hub.advance(30);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let d = hub.app.store.deliveries(&id).await.expect("deliveries");
+    let retried = d.iter().find(|d| d.id == waiting.id).expect("the delivery");
+    assert_eq!((retried.state.as_str(), retried.attempts), ("sent", 2));
+    let to_contact: Vec<_> = fake
+        .messages()
+        .into_iter()
+        .filter(|m| to(m) == waiting.phone.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(to_contact.len(), 1, "exactly one SMS reached that contact");
 }
