@@ -543,3 +543,92 @@ async fn a_restart_during_an_sms_retry_sends_it_once() {
         .collect();
     assert_eq!(to_contact.len(), 1, "exactly one SMS reached that contact");
 }
+
+/// Monday 2026-12-07 09:00 +08:00, unix ms.
+const MONDAY_0900: i64 = 1_796_000_400_000;
+
+/// An inactivity alarm (4 h without motion in the daytime): the elder answers the hub's
+/// call and presses 1 → resolved as "elder confirmed OK", and nobody else is disturbed.
+#[tokio::test]
+async fn an_inactivity_alarm_is_settled_by_the_elder_pressing_1() {
+    let fake = FakeTwilio::start(SID, TOKEN).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    // The built-in rules, without the dark-home rule (the test's other devices are silent).
+    let rules_dir = tempfile::tempdir().expect("tempdir");
+    let rules = rules_dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        format!(
+            "{}\n[[override]]\nhousehold = \"h-1\"\nrule = \"home-unreachable\"\nenabled = false\n",
+            alert_rules::RuleSet::DEFAULT_TOML
+        ),
+    )
+    .expect("rules");
+    let settings = fake.settings(&format!("http://127.0.0.1:{port}"));
+    let tweak: anxin_tests::Tweak = Arc::new(move |s: &mut hub::Settings| {
+        s.http.listen = format!("127.0.0.1:{port}").parse().expect("addr");
+        s.twilio = Some(settings.clone());
+        s.rules.file = Some(rules.clone());
+    });
+    let hub = TestHub::spawn_tweaked(MONDAY_0900, tweak).await;
+    set_phones(&hub, None).await;
+    hub.app
+        .store
+        .upsert_elder("e-1", "h-1", "Demo Elder 1", Some(ELDER_PHONE))
+        .await
+        .expect("elder phone");
+
+    let pir = hub.device("demo-pir-1").await;
+    let seen = hub.processed();
+    pir.send(&payload::event(
+        "motion",
+        json!({"occupancy": true, "room": "kitchen"}),
+    ))
+    .await
+    .expect("motion");
+    hub.wait_processed(seen + 1).await;
+    drop(pir);
+    hub.advance(4 * 3600 + 60);
+    let call = anxin_tests::eventually("the elder is called", &mut || async {
+        fake.calls()
+            .iter()
+            .find(|c| to(c) == ELDER_PHONE)
+            .and_then(|c| c.sid.clone())
+    })
+    .await;
+    let (_, open) = hub.api().get("demo-district", "/api/alarms").await;
+    let id = open["alarms"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["rule_id"] == "no-activity-daytime"))
+        .and_then(|a| a["id"].as_str())
+        .expect("the inactivity alarm")
+        .to_owned();
+    fake.answer(&call).await;
+    let r = fake.press(&call, "1").await;
+    assert_eq!(r.status, 200);
+    let (_, a) = hub
+        .api()
+        .get("demo-district", &format!("/api/alarms/{id}"))
+        .await;
+    assert_eq!(a["alarm"]["disposition"], "elder_confirmed_ok");
+    hub.advance(3600);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // (The test's other devices fall silent too and raise device alarms of their own;
+    // nothing about this alarm reaches anyone but the elder.)
+    assert!(
+        fake.calls().iter().all(|c| to(c) == ELDER_PHONE),
+        "only the elder was called"
+    );
+    let about: Vec<String> = fake
+        .messages()
+        .iter()
+        .filter_map(|m| m.param("Body").map(str::to_owned))
+        .filter(|b| b.contains(&id))
+        .collect();
+    assert!(about.is_empty(), "nobody was texted about it: {about:?}");
+    let d = hub.app.store.deliveries(&id).await.expect("deliveries");
+    assert_eq!(d.len(), 1, "one delivery: the call to the elder");
+}
