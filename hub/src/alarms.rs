@@ -331,7 +331,14 @@ impl AlarmService {
                     steps += 1;
                 }
             } else if !asking && a.is_unacknowledged() && a.renotify_at.is_some_and(|t| t <= now) {
-                let next = policy.renotify_secs.map(|s| now + (s as i64) * 1000);
+                // Bounded: after `max_repeats` at this level, no further repeat is planned.
+                let bounded = policy
+                    .max_repeats
+                    .is_some_and(|m| a.repeats_at_level + 1 >= i64::from(m));
+                let next = policy
+                    .renotify_secs
+                    .filter(|_| !bounded)
+                    .map(|s| now + (s as i64) * 1000);
                 if self.store.bump_renotify(&a, next).await? {
                     self.notify_level(&a.id, a.level, "repeat until acknowledged")
                         .await?;

@@ -114,6 +114,10 @@ pub struct EscalationPolicy {
     pub ack_deadlines_secs: Vec<u64>,
     /// Notify the current level again every N seconds until someone acknowledges.
     pub renotify_secs: Option<u64>,
+    /// At most this many repeats per level (then the level waits for its deadline, or, at
+    /// the top level, for someone to answer). Unset: no bound.
+    #[serde(default)]
+    pub max_repeats: Option<u32>,
     /// An alarm not *resolved* this long after it was raised is escalated to the district as overdue.
     pub overdue_after_secs: Option<u64>,
     /// An *acknowledged* alarm with nobody reported on site this long after the
@@ -190,18 +194,21 @@ impl Default for Settings {
                 critical: EscalationPolicy {
                     ack_deadlines_secs: vec![180, 300],
                     renotify_secs: Some(60),
+                    max_repeats: Some(5),
                     overdue_after_secs: Some(24 * 3600),
                     on_site_within_secs: Some(30 * 60),
                 },
                 warning: EscalationPolicy {
                     ack_deadlines_secs: vec![1800, 3600],
                     renotify_secs: None,
+                    max_repeats: None,
                     overdue_after_secs: Some(24 * 3600),
                     on_site_within_secs: None,
                 },
                 info: EscalationPolicy {
                     ack_deadlines_secs: vec![],
                     renotify_secs: None,
+                    max_repeats: None,
                     overdue_after_secs: None,
                     on_site_within_secs: None,
                 },

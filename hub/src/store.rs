@@ -179,6 +179,8 @@ pub struct Alarm {
     pub on_site_deadline_at: Option<i64>,
     /// While the hub asks the elder first ("press 1 if you are all right"): until when.
     pub verify_until: Option<i64>,
+    /// Repeat notifications made at the current level (bounded by `max_repeats`).
+    pub repeats_at_level: i64,
 }
 
 impl Alarm {
@@ -440,7 +442,7 @@ const UPSERT_DEVICE: &str = "INSERT INTO devices (id, household_id, kind, vendor
 /// `$2` village (for grouped incidents), `$3` condition key.
 const OPEN_FOR_SUBJECT: &str = "((household_id = $1) OR ($1 IS NULL AND household_id IS NULL AND village_id = $2)) AND condition_key = $3 AND state <> 'resolved'";
 
-const ALARM_COLUMNS: &str = "id, household_id, village_id, town_id, device_id, rule_id, condition_key, severity, title, detail, state, level, raised_at, repeat_count, acked_at, acked_by, ack_via, resolved_at, resolved_by, disposition, resolution_note, level_deadline_at, renotify_at, overdue_at, overdue_notified, max_level, response, eta_at, on_site_at, on_site_deadline_at, verify_until";
+const ALARM_COLUMNS: &str = "id, household_id, village_id, town_id, device_id, rule_id, condition_key, severity, title, detail, state, level, raised_at, repeat_count, acked_at, acked_by, ack_via, resolved_at, resolved_by, disposition, resolution_note, level_deadline_at, renotify_at, overdue_at, overdue_notified, max_level, response, eta_at, on_site_at, on_site_deadline_at, verify_until, repeats_at_level";
 
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -1899,7 +1901,7 @@ impl Store {
         now: Millis,
     ) -> Result<Option<AlarmUpdate>> {
         let mut tx = self.begin_write().await?;
-        let done = sqlx::query("UPDATE alarms SET level = $1, level_deadline_at = $2, renotify_at = $3 WHERE id = $4 AND level = $5 AND level_deadline_at = $6 AND state IN ('raised', 'notified')")
+        let done = sqlx::query("UPDATE alarms SET level = $1, level_deadline_at = $2, renotify_at = $3, repeats_at_level = 0 WHERE id = $4 AND level = $5 AND level_deadline_at = $6 AND state IN ('raised', 'notified')")
             .bind(to_level)
             .bind(level_deadline_at)
             .bind(renotify_at)
@@ -1918,7 +1920,7 @@ impl Store {
 
     /// Move the repeat-notification clock; returns false if someone else moved it first.
     pub async fn bump_renotify(&self, a: &Alarm, next: Option<i64>) -> Result<bool> {
-        let done = sqlx::query("UPDATE alarms SET renotify_at = $1 WHERE id = $2 AND renotify_at = $3 AND state IN ('raised', 'notified')")
+        let done = sqlx::query("UPDATE alarms SET renotify_at = $1, repeats_at_level = repeats_at_level + 1 WHERE id = $2 AND renotify_at = $3 AND state IN ('raised', 'notified')")
             .bind(next)
             .bind(&a.id)
             .bind(a.renotify_at)

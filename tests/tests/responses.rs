@@ -168,3 +168,36 @@ async fn a_family_says_it_is_handling_it_and_sees_it_without_the_machinery() {
     let (_, a) = alarm(&hub, &other).await;
     assert!(a.iter().all(|s| s["step"] != "on_site"));
 }
+
+/// "Call again every N minutes until someone answers" is bounded: a critical alarm repeats
+/// every 60 s at a level, at most 5 times (`max_repeats`), then climbs at the level's
+/// deadline; at the top level the repeats stop after 5.
+#[tokio::test]
+async fn repeats_until_answered_are_bounded_per_level() {
+    let hub = TestHub::spawn().await;
+    let id = sos(&hub, "demo-pendant-1").await;
+    for _ in 0..40 {
+        hub.advance(60);
+        hub.app.alarms.run_due().await.expect("escalation pass");
+    }
+    let (a, steps) = alarm(&hub, &id).await;
+    assert_eq!(a["level"], 2);
+    let repeats_at = |level: i64| {
+        steps
+            .iter()
+            .filter(|s| {
+                s["step"] == "notified"
+                    && s["detail"]["reason"] == "repeat until acknowledged"
+                    && s["detail"]["level"] == level
+            })
+            .count()
+    };
+    // Level 0: 180 s deadline → repeats at 60 and 120 s; level 1: 300 s → 4 repeats;
+    // level 2 (no deadline): 5 repeats in 40 minutes, not 35.
+    assert_eq!(
+        (repeats_at(0), repeats_at(1), repeats_at(2)),
+        (2, 4, 5),
+        "{steps:?}"
+    );
+    assert_eq!(a["renotify_at"], Value::Null, "no further repeat planned");
+}
