@@ -71,16 +71,18 @@ impl ChannelKind {
 }
 
 /// A contact's channels for one severity, in order, from the `contacts.channels` text
-/// (`critical=voice,sms;warning=sms;info=`); `None` is the default (critical: voice then
-/// SMS; warning: SMS; info: none, the board only). Only `sms` and `voice` are contact
-/// channels; an unknown name is an error (the import reports it on its line).
+/// (`critical=voice+sms,sms;warning=sms;info=`): each step of the list is one channel or
+/// several joined by `+` (sent at once), and the next step is used when the previous one
+/// failed. `None` is the default (critical: voice, then SMS; warning: SMS; info: none,
+/// the board only). Only `sms` and `voice` are contact channels; an unknown name is an
+/// error (the import reports it on its line).
 pub fn contact_channels(
     pref: Option<&str>,
     severity: Severity,
-) -> Result<Vec<ChannelKind>, String> {
+) -> Result<Vec<Vec<ChannelKind>>, String> {
     let default = || match severity {
-        Severity::Critical => vec![ChannelKind::Voice, ChannelKind::Sms],
-        Severity::Warning => vec![ChannelKind::Sms],
+        Severity::Critical => vec![vec![ChannelKind::Voice], vec![ChannelKind::Sms]],
+        Severity::Warning => vec![vec![ChannelKind::Sms]],
         Severity::Info => vec![],
     };
     let Some(pref) = pref.map(str::trim).filter(|p| !p.is_empty()) else {
@@ -97,20 +99,26 @@ pub fn contact_channels(
                 "{sev:?} is not a severity (critical, warning, info)"
             ));
         }
-        let mut kinds = Vec::new();
-        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            match ChannelKind::parse(name) {
-                Some(k @ (ChannelKind::Sms | ChannelKind::Voice)) if !kinds.contains(&k) => {
-                    kinds.push(k)
+        let mut steps: Vec<Vec<ChannelKind>> = Vec::new();
+        for step in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let mut kinds = Vec::new();
+            for name in step.split('+').map(str::trim) {
+                match ChannelKind::parse(name) {
+                    Some(k @ (ChannelKind::Sms | ChannelKind::Voice))
+                        if !kinds.contains(&k) && !steps.iter().any(|s| s.contains(&k)) =>
+                    {
+                        kinds.push(k)
+                    }
+                    Some(ChannelKind::Sms | ChannelKind::Voice) => {
+                        return Err(format!("{name:?} is listed twice for {sev}"))
+                    }
+                    _ => return Err(format!("{name:?} is not a contact channel (sms, voice)")),
                 }
-                Some(ChannelKind::Sms | ChannelKind::Voice) => {
-                    return Err(format!("{name:?} is listed twice for {sev}"))
-                }
-                _ => return Err(format!("{name:?} is not a contact channel (sms, voice)")),
             }
+            steps.push(kinds);
         }
         if sev == severity.as_str() {
-            found = Some(kinds);
+            found = Some(steps);
         }
     }
     Ok(found.unwrap_or_else(default))
@@ -284,14 +292,17 @@ mod tests {
         use ChannelKind::*;
         assert_eq!(
             contact_channels(None, Severity::Critical),
-            Ok(vec![Voice, Sms])
+            Ok(vec![vec![Voice], vec![Sms]])
         );
-        assert_eq!(contact_channels(None, Severity::Warning), Ok(vec![Sms]));
+        assert_eq!(
+            contact_channels(None, Severity::Warning),
+            Ok(vec![vec![Sms]])
+        );
         assert_eq!(contact_channels(Some(" "), Severity::Info), Ok(vec![]));
         let p = Some("critical=sms,voice; warning=");
         assert_eq!(
             contact_channels(p, Severity::Critical),
-            Ok(vec![Sms, Voice])
+            Ok(vec![vec![Sms], vec![Voice]])
         );
         assert_eq!(contact_channels(p, Severity::Warning), Ok(vec![]));
         assert_eq!(
@@ -299,12 +310,19 @@ mod tests {
             Ok(vec![]),
             "not named: default"
         );
+        assert_eq!(
+            contact_channels(Some("critical=voice+sms"), Severity::Critical),
+            Ok(vec![vec![Voice, Sms]]),
+            "both at once"
+        );
         for (bad, why) in [
             ("critical=fax", "not a contact channel"),
             ("critical=webhook", "not a contact channel"),
             ("urgent=sms", "not a severity"),
             ("critical sms", "expected severity="),
             ("critical=sms,sms", "listed twice"),
+            ("critical=voice+sms,sms", "listed twice"),
+            ("critical=voice+", "not a contact channel"),
         ] {
             let e = contact_channels(Some(bad), Severity::Critical).expect_err(bad);
             assert!(e.contains(why), "{bad}: {e}");

@@ -394,8 +394,8 @@ const TOWN_PHONE: &str = "+8613800000021";
 /// The issue's night scenario: a village with a day/night roster; at 22:00 an SOS calls
 /// the family and the *night* worker only. The night worker does not answer (twice: the
 /// first call, then the repeat a minute later; each unanswered call is followed by an
-/// SMS); after 3 minutes the town is called; the town worker presses 1, and everyone
-/// already reached is told by SMS who took it.
+/// SMS); after 3 minutes the town worker gets a call and an SMS (`voice+sms`), presses 1,
+/// and everyone already reached is told by SMS who took it.
 #[tokio::test]
 async fn at_night_the_on_duty_worker_is_called_and_no_answer_twice_brings_in_the_town() {
     let fake = FakeTwilio::start(SID, TOKEN).await;
@@ -413,11 +413,11 @@ async fn at_night_the_on_duty_worker_is_called_and_no_answer_twice_brings_in_the
         (
             "contacts.csv",
             format!(
-                "id,name,phone,role,scope,priority,account,token\n\
-                 c-family-1,F,{FAMILY_PHONE},family,household:h-1,0,,demo-family-1\n\
-                 c-v1-day,Day,{DAY_PHONE},village,village:v-1,0,,roster-day-token\n\
-                 c-v1-night,Night,{NIGHT_PHONE},village,village:v-1,0,,roster-night-token\n\
-                 c-town-1,T,{TOWN_PHONE},town,town:t-1,0,,demo-town-1\n"
+                "id,name,phone,role,scope,priority,account,channels,token\n\
+                 c-family-1,F,{FAMILY_PHONE},family,household:h-1,0,,,demo-family-1\n\
+                 c-v1-day,Day,{DAY_PHONE},village,village:v-1,0,,,roster-day-token\n\
+                 c-v1-night,Night,{NIGHT_PHONE},village,village:v-1,0,,,roster-night-token\n\
+                 c-town-1,T,{TOWN_PHONE},town,town:t-1,0,,critical=voice+sms,demo-town-1\n"
             ),
         ),
         (
@@ -481,6 +481,14 @@ async fn at_night_the_on_duty_worker_is_called_and_no_answer_twice_brings_in_the
     })
     .await;
     assert!(!fake.calls().iter().any(|c| to(c) == DAY_PHONE));
+    // The town worker's list says `voice+sms`: an SMS comes with the call.
+    anxin_tests::eventually("the town's SMS", &mut || async {
+        fake.messages()
+            .iter()
+            .any(|m| to(m) == TOWN_PHONE)
+            .then_some(())
+    })
+    .await;
     fake.answer(&town_call).await;
     let r = fake.press(&town_call, "1").await;
     assert!(r.body.contains("已确认"), "{}", r.body);

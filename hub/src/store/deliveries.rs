@@ -99,8 +99,16 @@ pub(super) async fn plan(
         let kinds = contact_channels(pref.as_deref(), severity)
             .or_else(|_| contact_channels(None, severity))
             .unwrap_or_default();
-        if let Some((index, kind)) = kinds.iter().enumerate().find(|(_, k)| enabled.contains(k)) {
-            planned += insert(tx, alarm_id, step_seq, contact, *kind, index as i64, now).await?;
+        // The first step with a configured channel: all of its channels at once.
+        if let Some((index, step)) = kinds
+            .iter()
+            .enumerate()
+            .find(|(_, step)| step.iter().any(|k| enabled.contains(k)))
+        {
+            for kind in step.iter().filter(|k| enabled.contains(k)) {
+                planned +=
+                    insert(tx, alarm_id, step_seq, contact, *kind, index as i64, now).await?;
+            }
         }
     }
     if enabled.contains(&ChannelKind::Webhook) {
@@ -271,7 +279,8 @@ impl Store {
             let kinds =
                 contact_channels(pref.as_deref(), severity_of(&d.severity)).unwrap_or_default();
             let next = usize::try_from(d.channel_index + 1).unwrap_or(usize::MAX);
-            if let Some(kind) = kinds.get(next) {
+            // The next step of the list, all of its channels at once.
+            for kind in kinds.get(next).into_iter().flatten() {
                 insert(
                     &mut tx,
                     &d.alarm_id,
