@@ -45,7 +45,7 @@ fn verified(
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<Vec<(String, String)>, Reject> {
+) -> Result<Params, Reject> {
     let refuse = |why: &'static str| {
         metrics::counter!("anxin_twilio_callbacks_refused_total", "reason" => why).increment(1);
         tracing::warn!(path = uri.path(), reason = why, "twilio callback refused");
@@ -65,6 +65,20 @@ fn verified(
     Ok(params)
 }
 
+/// A callback's form parameters, in the order posted.
+type Params = Vec<(String, String)>;
+
+/// The Twilio settings and a callback's verified form parameters, or the refusal.
+fn signed<'a>(
+    state: &'a AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(&'a TwilioSettings, Params), Reject> {
+    let settings = twilio(state)?;
+    Ok((settings, verified(settings, uri, headers, body)?))
+}
+
 fn twilio(state: &AppState) -> Result<&TwilioSettings, Reject> {
     state
         .twilio
@@ -82,12 +96,8 @@ pub(super) async fn status(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let settings = match twilio(&state) {
-        Ok(s) => s,
-        Err(r) => return r.into_response(),
-    };
-    let params = match verified(settings, &uri, &headers, &body) {
-        Ok(p) => p,
+    let (_, params) = match signed(&state, &uri, &headers, &body) {
+        Ok(v) => v,
         Err(r) => return r.into_response(),
     };
     let Ok(cb) = StatusCallback::from_params(&params) else {
@@ -282,12 +292,8 @@ pub(super) async fn voice(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let settings = match twilio(&state) {
-        Ok(s) => s,
-        Err(r) => return r.into_response(),
-    };
-    let params = match verified(settings, &uri, &headers, &body) {
-        Ok(p) => p,
+    let (settings, params) = match signed(&state, &uri, &headers, &body) {
+        Ok(v) => v,
         Err(r) => return r.into_response(),
     };
     let Ok(g) = Gather::from_params(&params) else {
@@ -333,12 +339,8 @@ pub(super) async fn sms(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let settings = match twilio(&state) {
-        Ok(s) => s,
-        Err(r) => return r.into_response(),
-    };
-    let params = match verified(settings, &uri, &headers, &body) {
-        Ok(p) => p,
+    let (_, params) = match signed(&state, &uri, &headers, &body) {
+        Ok(v) => v,
         Err(r) => return r.into_response(),
     };
     let Ok(msg) = IncomingSms::from_params(&params) else {
