@@ -214,7 +214,15 @@ pub async fn run(
         let woken = wake.notified();
         let now = clock.now();
         let free = gate.available_permits().max(1);
-        match store.claim_due_deliveries(now, free as i64).await {
+        // Look before taking the write lock: alarms share the one SQLite writer, and most
+        // wake-ups find nothing due.
+        let due = matches!(store.next_delivery_due().await, Ok(Some(t)) if t <= now);
+        let claimed = if due {
+            store.claim_due_deliveries(now, free as i64).await
+        } else {
+            Ok(Vec::new())
+        };
+        match claimed {
             Ok(jobs) => {
                 for job in jobs {
                     let Ok(permit) = gate.clone().acquire_owned().await else {
