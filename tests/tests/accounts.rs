@@ -39,6 +39,16 @@ async fn login(hub: &TestHub, username: &str, password: &str) -> reqwest::Respon
         .expect("login request")
 }
 
+/// Log in; the session token.
+async fn session(hub: &TestHub, username: &str, password: &str) -> String {
+    let body: Value = login(hub, username, password)
+        .await
+        .json()
+        .await
+        .expect("json");
+    body["token"].as_str().expect("token").to_owned()
+}
+
 #[tokio::test]
 async fn login_sessions_logout_expiry_and_password_change() {
     let hub = TestHub::spawn().await;
@@ -87,14 +97,7 @@ async fn login_sessions_logout_expiry_and_password_change() {
     assert_eq!(via_cookie.status(), 403, "the account's scope applies");
 
     // A second session; a password change ends every other one.
-    let other = login(&hub, "wang.v1", "correct horse battery")
-        .await
-        .json::<Value>()
-        .await
-        .expect("json")["token"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let other = session(&hub, "wang.v1", "correct horse battery").await;
     let (s, _) = api
         .call(
             Method::POST,
@@ -159,14 +162,7 @@ async fn login_sessions_logout_expiry_and_password_change() {
     assert_eq!(api.get(&token, "/api/me").await.0, 401);
 
     // Sessions expire (12 h).
-    let fresh = login(&hub, "wang.v1", "a much longer one")
-        .await
-        .json::<Value>()
-        .await
-        .expect("json")["token"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let fresh = session(&hub, "wang.v1", "a much longer one").await;
     assert_eq!(api.get(&fresh, "/api/me").await.0, 200);
     hub.advance(12 * 3600 + 1);
     assert_eq!(api.get(&fresh, "/api/me").await.0, 401);
@@ -232,14 +228,7 @@ async fn api_tokens_belong_to_an_account_expire_and_revoke_and_close_websockets(
     let hub = TestHub::spawn().await;
     add_account(&hub, "a-li", "li.t1", "correct horse battery", "town:t-1").await;
     let api = hub.api();
-    let session = login(&hub, "li.t1", "correct horse battery")
-        .await
-        .json::<Value>()
-        .await
-        .expect("json")["token"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let session = session(&hub, "li.t1", "correct horse battery").await;
 
     // Bad requests: no label, too long a life.
     for body in [
@@ -429,14 +418,7 @@ async fn a_disabled_account_is_refused_with_every_credential() {
     )
     .await;
     let api = hub.api();
-    let session = login(&hub, "qian.v1", "correct horse battery")
-        .await
-        .json::<Value>()
-        .await
-        .expect("json")["token"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let session = session(&hub, "qian.v1", "correct horse battery").await;
     let (s, made) = api
         .call(
             Method::POST,

@@ -82,6 +82,13 @@ async fn sos(hub: &TestHub) -> String {
     ack["alarm_id"].as_str().expect("alarm id").to_owned()
 }
 
+/// `GET /api/alarms/{id}` as the district: (status, body).
+async fn alarm_of(hub: &TestHub, id: &str) -> (u16, serde_json::Value) {
+    hub.api()
+        .get("demo-district", &format!("/api/alarms/{id}"))
+        .await
+}
+
 fn to(r: &anxin_tests::fake_twilio::Request) -> String {
     r.param("To").unwrap_or_default().to_owned()
 }
@@ -115,10 +122,7 @@ async fn pressing_1_acknowledges_and_the_family_is_told_who_took_it() {
         .press(&village_call, "1")
         .await;
     assert_eq!(forged.status, 403);
-    let (_, a) = hub
-        .api()
-        .get("demo-district", &format!("/api/alarms/{id}"))
-        .await;
+    let (_, a) = alarm_of(&hub, &id).await;
     assert_eq!(a["alarm"]["state"], "notified");
 
     // Any other key repeats the menu; 1 acknowledges.
@@ -128,10 +132,7 @@ async fn pressing_1_acknowledges_and_the_family_is_told_who_took_it() {
     let done = fake.press(&village_call, "1").await;
     assert_eq!(done.status, 200);
     assert!(done.body.contains("已确认"), "{}", done.body);
-    let (_, a) = hub
-        .api()
-        .get("demo-district", &format!("/api/alarms/{id}"))
-        .await;
+    let (_, a) = alarm_of(&hub, &id).await;
     assert_eq!(a["alarm"]["state"], "acknowledged");
     assert_eq!(a["alarm"]["acked_by"], "c-village-1");
     assert_eq!(a["alarm"]["ack_via"], "voice");
@@ -189,10 +190,7 @@ async fn an_sms_reply_2_means_on_my_way() {
         .await;
     assert_eq!(reply.status, 200);
     assert!(reply.body.contains("<Message>"), "{}", reply.body);
-    let (_, a) = hub
-        .api()
-        .get("demo-district", &format!("/api/alarms/{id}"))
-        .await;
+    let (_, a) = alarm_of(&hub, &id).await;
     assert_eq!(a["alarm"]["state"], "acknowledged");
     assert_eq!(a["alarm"]["acked_by"], "c-village-1");
     assert_eq!(a["alarm"]["ack_via"], "sms");
@@ -296,10 +294,7 @@ async fn fall_with_elder_phone(hub: &TestHub) -> String {
 }
 
 async fn steps(hub: &TestHub, id: &str) -> Vec<String> {
-    let (_, a) = hub
-        .api()
-        .get("demo-district", &format!("/api/alarms/{id}"))
-        .await;
+    let (_, a) = alarm_of(hub, id).await;
     a["timeline"]
         .as_array()
         .map(|t| {
@@ -322,10 +317,7 @@ async fn the_elder_presses_1_and_nobody_else_is_disturbed() {
     assert!(twiml.contains("请按1"), "{twiml}");
     let r = fake.press(&sid, "1").await;
     assert_eq!(r.status, 200);
-    let (_, a) = hub
-        .api()
-        .get("demo-district", &format!("/api/alarms/{id}"))
-        .await;
+    let (_, a) = alarm_of(&hub, &id).await;
     assert_eq!(a["alarm"]["state"], "resolved");
     assert_eq!(a["alarm"]["disposition"], "elder_confirmed_ok");
     assert_eq!(a["alarm"]["resolved_by"], "elder:e-1");
@@ -374,10 +366,7 @@ async fn the_elder_not_answering_or_pressing_another_key_tells_the_contacts_at_o
         4,
         "still waiting for the elder: {:?} {}",
         fake.calls().iter().map(to).collect::<Vec<_>>(),
-        hub.api()
-            .get("demo-district", &format!("/api/alarms/{id}"))
-            .await
-            .1["timeline"]
+        alarm_of(&hub, &id).await.1["timeline"]
     );
     hub.advance(11);
     fake.wait_for_calls(6, PATIENCE).await;
@@ -492,10 +481,7 @@ async fn at_night_the_on_duty_worker_is_called_and_no_answer_twice_brings_in_the
     fake.answer(&town_call).await;
     let r = fake.press(&town_call, "1").await;
     assert!(r.body.contains("已确认"), "{}", r.body);
-    let (_, a) = hub
-        .api()
-        .get("demo-district", &format!("/api/alarms/{id}"))
-        .await;
+    let (_, a) = alarm_of(&hub, &id).await;
     assert_eq!(a["alarm"]["acked_by"], "c-town-1");
     assert_eq!(a["alarm"]["ack_via"], "voice");
     assert_eq!(a["alarm"]["level"], 1);
@@ -617,10 +603,7 @@ async fn an_inactivity_alarm_is_settled_by_the_elder_pressing_1() {
     fake.answer(&call).await;
     let r = fake.press(&call, "1").await;
     assert_eq!(r.status, 200);
-    let (_, a) = hub
-        .api()
-        .get("demo-district", &format!("/api/alarms/{id}"))
-        .await;
+    let (_, a) = alarm_of(&hub, &id).await;
     assert_eq!(a["alarm"]["disposition"], "elder_confirmed_ok");
     hub.advance(3600);
     tokio::time::sleep(Duration::from_millis(500)).await;
