@@ -222,6 +222,16 @@ impl UtilityState {
     }
 }
 
+/// A device's health as the engine sees it (see [`EngineState::device_health`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DeviceHealth {
+    pub device: String,
+    /// When a message (other than `Offline`) was last heard, or the watch baseline.
+    pub last_seen: Millis,
+    /// Offline since then; `None`: online.
+    pub offline_since: Option<Millis>,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct DeviceState {
     last_seen: Millis,
@@ -343,6 +353,28 @@ impl EngineState {
             .get(household)
             .and_then(|hs| hs.devices.get(device))
             .map(|d| d.last_seen)
+    }
+
+    /// The devices the engine watches in the household, by id: when each was last
+    /// heard, and since when it counts as offline (its Last Will arrived, or a
+    /// `device_offline` rule's silence limit passed, with nothing heard since).
+    pub fn device_health(&self, household: &str) -> Vec<DeviceHealth> {
+        self.households
+            .get(household)
+            .map(|hs| {
+                hs.devices
+                    .iter()
+                    .map(|(id, d)| DeviceHealth {
+                        device: id.clone(),
+                        last_seen: d.last_seen,
+                        offline_since: match (d.offline_hint, d.offline_at) {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            (a, b) => a.or(b),
+                        },
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The away / hospital / holiday mode in force for the household, if any.

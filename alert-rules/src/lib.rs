@@ -294,7 +294,9 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
-pub use engine::{Engine, EngineState, Mode, ModeKind, DEFAULT_AWAY_MS, MAX_VISIT_MS};
+pub use engine::{
+    DeviceHealth, Engine, EngineState, Mode, ModeKind, DEFAULT_AWAY_MS, MAX_VISIT_MS,
+};
 pub use error::{Location, RulesError};
 pub use rules::{ActivityClass, RuleSet, RULE_KINDS, SIGNAL_NAMES};
 

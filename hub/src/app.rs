@@ -196,6 +196,7 @@ impl App {
             login_sources: Default::default(),
             credentials_ended: tokio::sync::broadcast::channel(64).0,
             twilio: settings.twilio.clone().map(Arc::new),
+            stopping: servers.clone(),
         });
         let http_stop = servers.clone();
         tracker.spawn(async move {

@@ -10,6 +10,10 @@ use crate::store::Store;
 /// Every demo device uses this secret.
 pub const DEMO_DEVICE_SECRET: &str = "demo-secret";
 
+/// Every demo account logs in to the web pages with this password (username: the
+/// account id, e.g. `c-village-1`; the second family's account is `family-2`).
+pub const DEMO_PASSWORD: &str = "demo";
+
 /// The demo district as CSV files (`demo/district/` in the repository), built into the
 /// binary so `hub --demo` needs nothing on disk. The same files can be imported into any
 /// database with `hub admin import --dir demo/district`.
@@ -75,7 +79,28 @@ pub async fn seed(store: &Store, now: Millis) -> anyhow::Result<()> {
         "every demo account needs a token"
     );
     store.import(&batch, &hashes, &tokens, now).await?;
+    // Passwords for the web pages, unless an account already has its own.
+    let pw = tokio::task::spawn_blocking(|| secrets::hash_secret(DEMO_PASSWORD)).await??;
+    for account in accounts(&batch) {
+        store.set_first_password(&account, &pw, now).await?;
+    }
     Ok(())
+}
+
+/// The demo accounts (the `account` column, else the contact id), in file order.
+fn accounts(batch: &Batch) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for c in &batch.contacts {
+        let id = c
+            .account
+            .clone()
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| c.id.clone());
+        if !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    out
 }
 
 pub fn banner(http: std::net::SocketAddr, mqtt: std::net::SocketAddr) -> String {
@@ -92,6 +117,11 @@ pub fn banner(http: std::net::SocketAddr, mqtt: std::net::SocketAddr) -> String 
             .map(|d| d.id.as_str())
             .collect::<Vec<_>>()
             .join(", ")
+    ));
+    s.push_str(&format!(
+        "Web pages: http://{http}/ (if listening on 0.0.0.0, open http://localhost:{}/) — log in as one of {} with password `{DEMO_PASSWORD}`\n",
+        http.port(),
+        accounts(&batch).join(", ")
     ));
     s.push_str(&format!("HTTP {http}: API tokens\n"));
     for c in &batch.contacts {

@@ -30,6 +30,7 @@ pub mod escalation;
 pub mod http;
 pub mod import;
 pub mod ingest;
+pub mod live;
 pub mod notify;
 pub mod phone;
 pub mod roster;

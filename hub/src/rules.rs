@@ -113,11 +113,46 @@ pub enum Command {
         device: String,
         reply: oneshot::Sender<()>,
     },
+    /// What the pages show about households: last activity, mode, visit, device
+    /// health and battery, recent events. Answers in the order asked.
+    Snapshot {
+        households: Vec<String>,
+        reply: oneshot::Sender<Vec<HouseholdSnapshot>>,
+    },
     /// Swap in new rules, keeping all rule state.
     Reload {
         rules: Box<RuleSet>,
         reply: oneshot::Sender<()>,
     },
+}
+
+/// A household as the rules stage knows it now (see [`Command::Snapshot`]).
+#[derive(Debug, Clone, Default, serde::Serialize, PartialEq)]
+pub struct HouseholdSnapshot {
+    pub household: String,
+    /// Latest sign of life (motion, door, water use, bed, button …).
+    pub last_activity: Option<Millis>,
+    /// `away`, `hospital` or `holiday`, and until when.
+    pub mode: Option<(String, Millis)>,
+    /// A carer visit in progress: since when.
+    pub visit_since: Option<Millis>,
+    /// Enough of its devices offline that the home counts as unreachable: since when.
+    pub unreachable_since: Option<Millis>,
+    /// The devices the engine watches, by id.
+    pub devices: Vec<DeviceSnapshot>,
+    /// Newest first (since the hub started).
+    pub recent: Vec<crate::live::RecentEvent>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+pub struct DeviceSnapshot {
+    pub id: String,
+    pub last_seen: Millis,
+    /// `None`: online.
+    pub offline_since: Option<Millis>,
+    pub battery: Option<f64>,
+    /// Signal of the last message heard since the hub started.
+    pub last_signal: Option<&'static str>,
 }
 
 /// A cheap-clone handle for sending commands to the rules stage.
@@ -161,6 +196,15 @@ impl RulesHandle {
         rx.await.map_err(|_| ReloadError::Stopped)
     }
 
+    /// What the rules stage knows now about these households (in the order asked).
+    pub async fn snapshot(
+        &self,
+        households: Vec<String>,
+    ) -> Result<Vec<HouseholdSnapshot>, ReloadError> {
+        self.ask(|reply| Command::Snapshot { households, reply })
+            .await
+    }
+
     /// Re-read the rules file and swap the rules in; an invalid file changes nothing.
     /// Returns the number of rules now in force.
     pub async fn reload(&self) -> Result<usize, ReloadError> {
@@ -200,6 +244,8 @@ pub struct RulesStage {
     pub save_every: Duration,
     /// Devices revoked while the hub runs: their messages still in flight are dropped.
     revoked: std::collections::HashSet<String>,
+    /// Last messages, batteries and recent events, for the home view.
+    live: crate::live::LiveLog,
 }
 
 impl RulesStage {
@@ -240,6 +286,7 @@ impl RulesStage {
             tick_every,
             save_every,
             revoked: Default::default(),
+            live: Default::default(),
         })
     }
 
@@ -392,11 +439,44 @@ impl RulesStage {
                     .watch_device(&household, &device, self.alarms.now());
                 let _ = reply.send(());
             }
+            Command::Snapshot { households, reply } => {
+                let _ = reply.send(households.iter().map(|h| self.snapshot(h)).collect());
+            }
             Command::Reload { rules, reply } => {
                 let decisions = self.engine.set_rules(*rules);
                 self.apply_all(&decisions).await;
                 let _ = reply.send(());
             }
+        }
+    }
+
+    fn snapshot(&self, household: &str) -> HouseholdSnapshot {
+        let state = self.engine.state();
+        let live = self.live.view(household);
+        let devices = state
+            .device_health(household)
+            .into_iter()
+            .map(|d| {
+                let l = live.devices.get(&d.device);
+                DeviceSnapshot {
+                    battery: l.and_then(|l| l.battery),
+                    last_signal: l.and_then(|l| l.last_signal),
+                    id: d.device,
+                    last_seen: d.last_seen,
+                    offline_since: d.offline_since,
+                }
+            })
+            .collect();
+        HouseholdSnapshot {
+            household: household.to_owned(),
+            last_activity: state.last_activity(household),
+            mode: state
+                .mode(household)
+                .map(|m| (m.kind.as_str().to_owned(), m.until)),
+            visit_since: state.visit_since(household),
+            unreachable_since: state.unreachable_since(household),
+            devices,
+            recent: live.recent,
         }
     }
 
@@ -516,6 +596,7 @@ impl RulesStage {
             return;
         }
         self.learn_household(&obs.household).await;
+        self.live.record(&obs);
         let Some(critical) = critical else {
             let now = self.alarms.now();
             let decisions = self.engine.observe(&obs, now);

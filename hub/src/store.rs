@@ -17,6 +17,7 @@ use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
 mod deliveries;
 pub mod rosters;
+pub mod views;
 pub use deliveries::{Delivery, DeliveryAttempt};
 
 #[derive(Debug, thiserror::Error)]
@@ -977,6 +978,20 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    /// Give an account that has no password yet (created by an import) this one.
+    /// Returns whether it was set; an account with a password keeps it.
+    pub async fn set_first_password(&self, account: &str, hash: &str, now: Millis) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE accounts SET password_hash = $2, password_changed_at = $3 WHERE id = $1 AND password_hash = '!'",
+        )
+        .bind(account)
+        .bind(hash)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// New password: every session of the account ends except `keep` (the caller's).

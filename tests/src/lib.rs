@@ -5,6 +5,7 @@
 //! and a [`ManualClock`] so escalation deadlines pass when the test says so.
 //! [`WsClient`] is a websocket board client; devices come from `device-sim`.
 
+pub mod browser;
 pub mod fake_twilio;
 
 use std::path::PathBuf;
@@ -100,12 +101,27 @@ impl TestHub {
         mqtt_port: Option<u16>,
         tweak: Option<Tweak>,
     ) -> TestHub {
+        Self::start_on(dir, clock, mqtt_port, None, tweak).await
+    }
+
+    /// [`TestHub::start`], also reusing an HTTP port (pages that reconnect to the same
+    /// address).
+    pub async fn start_on(
+        dir: Arc<tempfile::TempDir>,
+        clock: ManualClock,
+        mqtt_port: Option<u16>,
+        http_port: Option<u16>,
+        tweak: Option<Tweak>,
+    ) -> TestHub {
         if std::env::var_os("ANXIN_TEST_LOG").is_some() {
             hub::telemetry::init_logging(); // e.g. ANXIN_TEST_LOG=1 RUST_LOG=hub=debug
         }
         let mut settings = settings_for(dir.path());
         if let Some(p) = mqtt_port {
             settings.mqtt.listen.set_port(p);
+        }
+        if let Some(p) = http_port {
+            settings.http.listen.set_port(p);
         }
         let rules = dir.path().join("rules.toml");
         if rules.exists() {
@@ -141,6 +157,25 @@ impl TestHub {
         );
         self.app.shutdown().await;
         Self::start(dir, clock, Some(port), tweak).await
+    }
+
+    /// Stop, then start again on the same database, clock, MQTT *and* HTTP ports (a
+    /// browser page reconnects to the address it came from). `between` runs while the
+    /// hub is down.
+    pub async fn restart_in_place<F: std::future::Future<Output = ()>>(
+        self,
+        between: F,
+    ) -> TestHub {
+        let (dir, clock, mqtt, http, tweak) = (
+            self.dir.clone(),
+            self.clock.clone(),
+            self.app.mqtt_addr.port(),
+            self.app.http_addr.port(),
+            self.tweak.clone(),
+        );
+        self.app.shutdown().await;
+        between.await;
+        Self::start_on(dir, clock, Some(mqtt), Some(http), tweak).await
     }
 
     pub fn device_config(&self, id: &str) -> DeviceConfig {

@@ -154,6 +154,8 @@ enum Want {
     Updates(BTreeSet<String>),
     /// `villages[].village_id`, in order.
     Villages(Vec<&'static str>),
+    /// `households[].id`, in order.
+    Households(Vec<&'static str>),
     /// Websocket with `since_seq=0`: the backlog mentions exactly these alarms.
     Backlog(BTreeSet<String>),
     /// Websocket, live: after SOS presses in h-2, h-3 and then h-1, steps arrive for
@@ -264,6 +266,7 @@ impl Ctx {
             Want::Alarms(ids) => format!(" alarms {}", self.names_of(ids)),
             Want::Updates(ids) => format!(" updates of {}", self.names_of(ids)),
             Want::Villages(v) => format!(" villages {v:?}"),
+            Want::Households(v) => format!(" households {v:?}"),
             Want::Backlog(ids) => format!(" backlog of {}", self.names_of(ids)),
             Want::Live(h) => format!(" live steps of {h:?}"),
         };
@@ -430,6 +433,20 @@ async fn check(ctx: &mut Ctx, row: &Row) -> Result<(), String> {
                 .unwrap_or_default();
             if &got != want {
                 return Err(format!("{status} but villages {got:?}"));
+            }
+            Ok(())
+        }
+        Want::Households(want) => {
+            let got: Vec<String> = body["households"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|v| v["id"].as_str().unwrap_or("?").to_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if &got != want {
+                return Err(format!("{status} but households {got:?}"));
             }
             Ok(())
         }
@@ -735,6 +752,77 @@ async fn every_role_is_held_to_its_scope_on_every_endpoint_and_websocket() {
             .want_if(r.has_v3(), Want::Updates(v3.clone())),
         );
 
+        // The pages' reads (issue 7): who am I, the directory, home views, deliveries,
+        // the supervisor summary; and the pages themselves.
+        rows.push(row(r, "GET", "/api/ui", 200).want(Want::Fields(vec![
+            ("/contact/id", json!(r.contact)),
+            ("/utc_offset_minutes", json!(480)),
+        ])));
+        rows.push(
+            row(r, "GET", "/api/directory", 200).want(Want::Households(r.households.to_vec())),
+        );
+        rows.push(
+            row(
+                r,
+                "GET",
+                "/api/directory?scope=village:v-3",
+                if r.has_v3() { 200 } else { 403 },
+            )
+            .want_if(r.has_v3(), Want::Households(vec!["h-3"])),
+        );
+        rows.push(
+            row(r, "GET", "/api/summary", if r.staff() { 200 } else { 403 })
+                .want_if(r.staff(), Want::Villages(r.villages.to_vec())),
+        );
+        for h in HOUSEHOLDS {
+            let id = &alarm[h];
+            rows.push(
+                row(
+                    r,
+                    "GET",
+                    format!("/api/households/{h}"),
+                    if r.has(h) { 200 } else { 404 },
+                )
+                .want_if(
+                    r.has(h),
+                    Want::Fields(vec![
+                        ("/household/id", json!(h)),
+                        ("/alarms/0/id", json!(id)),
+                    ]),
+                ),
+            );
+            rows.push(row(
+                r,
+                "GET",
+                format!("/home/{h}"),
+                if r.has(h) { 200 } else { 404 },
+            ));
+            rows.push(row(
+                r,
+                "GET",
+                format!("/board/alarms/{id}"),
+                if r.has(h) { 200 } else { 404 },
+            ));
+            let deliveries = match (r.has(h), r.staff()) {
+                (false, _) => 404,
+                (true, true) => 200,
+                (true, false) => 403,
+            };
+            rows.push(
+                row(r, "GET", format!("/api/alarms/{id}/deliveries"), deliveries).want_if(
+                    deliveries == 200,
+                    Want::Fields(vec![("/alarm_id", json!(id))]),
+                ),
+            );
+        }
+        rows.push(row(r, "GET", "/api/households/h-none", 404));
+        rows.push(row(
+            r,
+            "GET",
+            "/supervisor",
+            if r.staff() { 200 } else { 404 },
+        ));
+
         rows.push(row(r, "WS", "/api/ws?since_seq=0", 101).want(Want::Backlog(in_scope(r))));
         rows.push(
             row(
@@ -881,6 +969,11 @@ async fn every_role_is_held_to_its_scope_on_every_endpoint_and_websocket() {
             Some(json!({"area": "village:v-1", "from": "2030-01-01", "contact": "c-village-1"})),
         ),
         ("DELETE", "/api/rosters/overrides/1".into(), None),
+        ("GET", "/api/ui".into(), None),
+        ("GET", "/api/directory".into(), None),
+        ("GET", "/api/households/h-1".into(), None),
+        ("GET", format!("/api/alarms/{a1}/deliveries"), None),
+        ("GET", "/api/summary".into(), None),
         ("WS", "/api/ws".into(), None),
     ];
     let mut rows = Vec::new();

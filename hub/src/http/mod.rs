@@ -9,8 +9,10 @@ pub mod accounts;
 mod admin;
 mod care;
 mod devices;
+mod pages;
 mod phone;
 mod rosters;
+mod views;
 
 use std::sync::Arc;
 
@@ -51,6 +53,9 @@ pub struct AppState {
     pub credentials_ended: tokio::sync::broadcast::Sender<String>,
     /// Twilio settings, when SMS and voice are on (callbacks verify signatures with them).
     pub twilio: Option<Arc<crate::twilio::TwilioSettings>>,
+    /// Cancelled when the hub stops: open websockets are closed (1012, "service restart")
+    /// so pages reconnect and catch up, instead of outliving the server.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 /// How often an open websocket checks that its credential still holds (expiry, or an
@@ -80,6 +85,19 @@ pub fn router(state: AppState) -> Router {
         .merge(sim)
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
+        .route("/", get(pages::root))
+        .route("/login", get(pages::login))
+        .route("/board", get(pages::board))
+        .route("/board/alarms/{id}", get(pages::board_alarm))
+        .route("/home/{id}", get(pages::home))
+        .route("/supervisor", get(pages::supervisor))
+        .route("/family", get(pages::family))
+        .route("/assets/{*path}", get(pages::asset))
+        .route("/api/ui", get(views::ui))
+        .route("/api/directory", get(views::directory))
+        .route("/api/households/{id}", get(views::household))
+        .route("/api/summary", get(views::summary))
+        .route("/api/alarms/{id}/deliveries", get(views::deliveries))
         .route("/api/me", get(me))
         .route("/api/login", post(accounts::login))
         .route("/api/logout", post(accounts::logout))
@@ -134,9 +152,11 @@ pub fn router(state: AppState) -> Router {
         .route(crate::phone::STATUS_PATH, post(phone::status))
         .route(crate::phone::VOICE_PATH, post(phone::voice))
         .route(crate::phone::SMS_PATH, post(phone::sms))
+        .fallback(fallback)
         .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
         // Headers on every response: no MIME sniffing, no framing, no referrer, nothing
-        // cached, and a content policy that allows nothing (the API serves JSON only).
+        // cached, and a content policy that allows nothing (the API serves JSON only;
+        // pages set their own, see `pages`).
         // HSTS belongs to the TLS-terminating proxy in front of the hub (docs/security.md).
         .layer(header_layer(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .layer(header_layer(header::X_FRAME_OPTIONS, "DENY"))
@@ -147,6 +167,15 @@ pub fn router(state: AppState) -> Router {
             "default-src 'none'; frame-ancestors 'none'",
         ))
         .with_state(state)
+}
+
+/// Unknown paths: JSON for the API, the 404 page for browsers.
+async fn fallback(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/api/") {
+        ApiError::NotFound(format!("no endpoint {}", uri.path())).into_response()
+    } else {
+        pages::fallback().await
+    }
 }
 
 /// The router of the separate metrics listener (`[http] metrics_listen`).
@@ -682,6 +711,15 @@ async fn websocket(
                     close_ended(&mut socket).await;
                     break;
                 }
+            }
+            _ = state.stopping.cancelled() => {
+                let _ = socket
+                    .send(Message::Close(Some(axum::extract::ws::CloseFrame {
+                        code: 1012,
+                        reason: "hub restarting; reconnect with since_seq".into(),
+                    })))
+                    .await;
+                break;
             }
         }
     }

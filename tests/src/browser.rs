@@ -1,0 +1,284 @@
+//! Headless Chromium driven over WebDriver (chromedriver + fantoccini), for the tests of
+//! the web pages (`tests/tests/browser.rs`).
+//!
+//! Each [`Browser`] runs its own chromedriver on a free port and its own Chromium
+//! profile in a temporary directory. Chromium and chromedriver come from Debian's
+//! `chromium` and `chromium-driver` packages (`.ci/run` installs them); the paths can be
+//! changed with `ANXIN_CHROMIUM` and `ANXIN_CHROMEDRIVER`. Without them the browser tests
+//! are skipped with a message, unless `ANXIN_BROWSER_TESTS=1` (CI sets it) makes a
+//! missing browser a failure.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+
+/// How long a page may take to show something that should appear at once.
+pub const PAGE_PATIENCE: Duration = Duration::from_secs(10);
+
+fn path_from(var: &str, default: &str) -> Option<PathBuf> {
+    let p = std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(default));
+    p.exists().then_some(p)
+}
+
+/// Chromium and chromedriver, if installed. `None` (with a message) skips a test;
+/// with `ANXIN_BROWSER_TESTS=1` a missing browser fails it instead.
+pub fn available() -> Option<(PathBuf, PathBuf)> {
+    let found = path_from("ANXIN_CHROMIUM", "/usr/bin/chromium")
+        .zip(path_from("ANXIN_CHROMEDRIVER", "/usr/bin/chromedriver"));
+    if found.is_none() {
+        assert!(
+            std::env::var("ANXIN_BROWSER_TESTS").as_deref() != Ok("1"),
+            "ANXIN_BROWSER_TESTS=1 but Chromium or chromedriver is missing \
+             (apt-get install chromium chromium-driver, or set ANXIN_CHROMIUM / ANXIN_CHROMEDRIVER)"
+        );
+        eprintln!(
+            "browser test skipped: Chromium or chromedriver not installed \
+             (apt-get install chromium chromium-driver)"
+        );
+    }
+    found
+}
+
+/// What the browser window looks like.
+#[derive(Debug, Clone, Copy)]
+pub enum Viewport {
+    /// A desktop window, CSS pixels.
+    Desktop { width: u32, height: u32 },
+    /// A phone (Chrome's mobile emulation: touch, device pixel ratio 3).
+    Phone { width: u32, height: u32 },
+}
+
+/// The board's target screen.
+pub const DESKTOP: Viewport = Viewport::Desktop {
+    width: 1280,
+    height: 800,
+};
+/// The family view's target phone.
+pub const PHONE: Viewport = Viewport::Phone {
+    width: 390,
+    height: 844,
+};
+
+struct Driver {
+    child: Child,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One headless Chromium window.
+pub struct Browser {
+    pub client: Client,
+    pub base: String,
+    _driver: Driver,
+    _profile: tempfile::TempDir,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+impl Browser {
+    /// Start chromedriver and a Chromium session showing pages of `base`
+    /// (e.g. `http://127.0.0.1:PORT`).
+    pub async fn start(
+        (chromium, chromedriver): &(PathBuf, PathBuf),
+        base: &str,
+        viewport: Viewport,
+    ) -> anyhow::Result<Browser> {
+        let port = free_port()?;
+        let child = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", chromedriver.display()))?;
+        let driver = Driver { child };
+        let profile = tempfile::tempdir()?;
+        let mut args = vec![
+            "--headless=new".to_owned(),
+            "--no-sandbox".to_owned(),
+            "--disable-gpu".to_owned(),
+            "--disable-dev-shm-usage".to_owned(),
+            "--disable-quic".to_owned(),
+            "--no-first-run".to_owned(),
+            "--disable-background-networking".to_owned(),
+            "--disable-component-update".to_owned(),
+            "--disable-sync".to_owned(),
+            "--disable-extensions".to_owned(),
+            "--hide-scrollbars".to_owned(),
+            // The board plays its alarm sound without a click first (a kiosk setting).
+            "--autoplay-policy=no-user-gesture-required".to_owned(),
+            format!("--user-data-dir={}", profile.path().display()),
+        ];
+        let mut options = json!({ "binary": chromium.display().to_string() });
+        match viewport {
+            Viewport::Desktop { width, height } => {
+                // The viewport itself (a window of this size would lose some height to
+                // the browser's own bars, even headless).
+                args.push(format!("--window-size={width},{}", height + 200));
+                options["mobileEmulation"] = json!({
+                    "deviceMetrics": { "width": width, "height": height, "pixelRatio": 1.0, "mobile": false, "touch": false },
+                });
+            }
+            Viewport::Phone { width, height } => {
+                options["mobileEmulation"] = json!({
+                    "deviceMetrics": { "width": width, "height": height, "pixelRatio": 3.0, "touch": true },
+                    "userAgent": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0 Mobile Safari/537.36",
+                });
+            }
+        }
+        options["args"] = json!(args);
+        let mut caps = serde_json::Map::new();
+        caps.insert("goog:chromeOptions".into(), options);
+        let url = format!("http://127.0.0.1:{port}");
+        // chromedriver needs a moment to listen.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = loop {
+            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            match ClientBuilder::new(connector)
+                .capabilities(caps.clone())
+                .connect(&url)
+                .await
+            {
+                Ok(c) => break c,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => bail!("chromedriver session: {e}"),
+            }
+        };
+        Ok(Browser {
+            client,
+            base: base.trim_end_matches('/').to_owned(),
+            _driver: driver,
+            _profile: profile,
+        })
+    }
+
+    pub async fn goto(&self, path: &str) -> anyhow::Result<()> {
+        self.client.goto(&format!("{}{path}", self.base)).await?;
+        Ok(())
+    }
+
+    /// Run `script` (a function body; `arguments[i]` are `args`) in the page.
+    pub async fn js(&self, script: &str, args: Vec<Value>) -> anyhow::Result<Value> {
+        Ok(self.client.execute(script, args).await?)
+    }
+
+    /// Wait until `script` returns something truthy; its value.
+    pub async fn wait_js(&self, what: &str, script: &str) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + PAGE_PATIENCE;
+        loop {
+            if let Ok(v) = self.js(script, vec![]).await {
+                let truthy = !matches!(&v, Value::Null | Value::Bool(false))
+                    && v != json!(0)
+                    && v != json!("");
+                if truthy {
+                    return Ok(v);
+                }
+            }
+            if Instant::now() > deadline {
+                let url = self.client.current_url().await.map(|u| u.to_string());
+                bail!("timed out waiting for {what} (page {url:?})");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Wait until the page's script has loaded its data (`body[data-ready]`).
+    pub async fn wait_ready(&self) -> anyhow::Result<()> {
+        self.wait_js(
+            "the page to load",
+            "return document.body.dataset.ready === '1';",
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Log in through the login page (`username`, `password`), ending on the page it
+    /// leads to.
+    pub async fn login(&self, username: &str, password: &str) -> anyhow::Result<()> {
+        self.goto("/login").await?;
+        self.wait_ready().await?;
+        self.client
+            .find(Locator::Css("#username"))
+            .await?
+            .send_keys(username)
+            .await?;
+        self.client
+            .find(Locator::Css("#password"))
+            .await?
+            .send_keys(password)
+            .await?;
+        self.client
+            .find(Locator::Css("#login button[type=submit]"))
+            .await?
+            .click()
+            .await?;
+        self.wait_js(
+            "the login to lead away from /login",
+            "return location.pathname !== '/login' && document.body.dataset.ready === '1';",
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn click(&self, css: &str) -> anyhow::Result<()> {
+        self.client.find(Locator::Css(css)).await?.click().await?;
+        Ok(())
+    }
+
+    pub async fn text(&self, css: &str) -> anyhow::Result<String> {
+        Ok(self.client.find(Locator::Css(css)).await?.text().await?)
+    }
+
+    /// Page width beyond the viewport, CSS pixels (0: no horizontal scrolling).
+    pub async fn horizontal_overflow(&self) -> anyhow::Result<i64> {
+        let v = self
+            .js(
+                "const e = document.documentElement; return Math.max(e.scrollWidth, document.body.scrollWidth) - e.clientWidth;",
+                vec![],
+            )
+            .await?;
+        v.as_i64().context("overflow is a number")
+    }
+
+    /// The viewport, CSS pixels.
+    pub async fn viewport(&self) -> anyhow::Result<(i64, i64)> {
+        let v = self
+            .js("return [window.innerWidth, window.innerHeight];", vec![])
+            .await?;
+        Ok((
+            v[0].as_i64().context("width")?,
+            v[1].as_i64().context("height")?,
+        ))
+    }
+
+    /// Save a PNG of the viewport when `ANXIN_SCREENSHOTS` names a directory.
+    pub async fn screenshot(&self, name: &str) -> anyhow::Result<()> {
+        let Some(dir) = std::env::var_os("ANXIN_SCREENSHOTS") else {
+            return Ok(());
+        };
+        let png = self.client.screenshot().await?;
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(PathBuf::from(dir).join(format!("{name}.png")), png)?;
+        Ok(())
+    }
+
+    pub async fn close(self) {
+        let _ = self.client.close().await;
+    }
+}
