@@ -33,7 +33,7 @@ function put(el, ...children) {
   el.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
 }
 
-const UI = { offset: 480, contact: null, dispositions: [], skew: 0, overdueAfter: 86400000 };
+const UI = { offset: 480, contact: null, dispositions: [], skew: 0 };
 
 function serverNow() {
   return Date.now() + UI.skew;
@@ -197,7 +197,6 @@ async function loadUi() {
   UI.offset = ui.utc_offset_minutes;
   UI.contact = ui.contact;
   UI.dispositions = ui.dispositions;
-  UI.overdueAfter = ui.overdue_after_ms;
   UI.skew = ui.now - Math.round((before + Date.now()) / 2);
 }
 
@@ -209,9 +208,10 @@ async function loadUi() {
  * raised while the page was offline is missed. A banner shows while disconnected.
  */
 class Live {
-  constructor({ onUpdate, onResync }) {
+  constructor({ onUpdate, onResync, onOpen }) {
     this.onUpdate = onUpdate;
     this.onResync = onResync;
+    this.onOpen = onOpen;
     this.lastSeq = null;
     this.attempt = 0;
     this.everOpen = false;
@@ -263,6 +263,7 @@ class Live {
           status(t("conn.restored"));
         }
         if (resync && this.onResync) this.onResync();
+        if (this.onOpen) this.onOpen(!reconnected);
       } else if (msg.type === "alarm") {
         if (this.lastSeq === null || msg.seq > this.lastSeq) this.lastSeq = msg.seq;
         this.onUpdate(msg);
@@ -356,21 +357,24 @@ const Board = {
 
   async start() {
     Sound.init();
-    const [dir, list] = await Promise.all([
-      api("/api/directory"),
-      api("/api/alarms?state=open&limit=1000"),
-    ]);
-    this.setDirectory(dir);
-    for (const a of list.alarms) {
-      this.alarms.set(a.id, a);
-      this.known.add(a.id);
-    }
+    this.setDirectory(await api("/api/directory"));
     this.buildFilters();
+    // Subscribe first, then read the list: nothing committed in between is lost (steps
+    // up to the list's `seq` are in it; later ones are applied over it).
     this.live = new Live({
       onUpdate: (u) => this.update(u),
       onResync: () => this.reload(),
+      onOpen: (first) => first && !this.loaded && this.reload(),
     });
     this.live.start();
+    // Without a websocket (a proxy that refuses upgrades), still show the list.
+    await new Promise((resolve) => {
+      const done = () => (this.loaded ? resolve() : setTimeout(done, 50));
+      setTimeout(() => {
+        if (!this.loaded && !this.loading) this.reload();
+      }, 5000);
+      done();
+    });
     const m = location.pathname.match(/^\/board\/alarms\/([^/]+)$/);
     if (m) this.select(decodeURIComponent(m[1]), false);
     window.addEventListener("popstate", () => {
@@ -378,8 +382,9 @@ const Board = {
       this.select(m2 ? decodeURIComponent(m2[1]) : null, false);
     });
     this.render();
-    for (const id of this.alarms.keys()) this.fetchDeliveries(id);
     setInterval(() => this.tick(), 1000);
+    // Delivery outcomes (delivered, answered, no answer) change without an alarm step.
+    setInterval(() => this.alarms.forEach((a, id) => this.matches(a) && this.fetchDeliveries(id)), 10000);
     setInterval(() => this.alertLoop(), 1500);
     document.body.dataset.ready = "1";
   },
@@ -390,12 +395,30 @@ const Board = {
   },
 
   async reload() {
-    const list = await api("/api/alarms?state=open&limit=1000");
+    this.loading = true;
+    this.buffered = [];
+    let list;
+    try {
+      list = await api("/api/alarms?state=open&limit=1000");
+    } catch (e) {
+      this.loading = false;
+      status(t("err.load", { msg: e.message }), "error");
+      setTimeout(() => this.reload(), 5000);
+      return;
+    }
     this.alarms = new Map(list.alarms.map((a) => [a.id, a]));
+    for (const a of list.alarms) this.known.add(a.id);
+    this.loading = false;
+    this.loaded = true;
+    const later = this.buffered.filter((u) => u.seq > list.seq);
+    this.buffered = [];
+    for (const u of later) this.update(u);
     this.render();
+    for (const id of this.alarms.keys()) this.fetchDeliveries(id);
   },
 
   update(u) {
+    if (this.loading) this.buffered.push(u);
     const a = u.alarm;
     const isNew = !this.known.has(a.id);
     this.known.add(a.id);
@@ -634,6 +657,16 @@ const Board = {
     }
   },
 
+  async respond(id, what, body) {
+    try {
+      const u = await api(`/api/alarms/${encodeURIComponent(id)}/${what}`, { json: body });
+      this.update(u);
+      status(t("alarm.done"));
+    } catch (e) {
+      status(t("alarm.failed", { msg: e.message }), "error");
+    }
+  },
+
   async resolve(id, disposition, note) {
     if (!disposition) {
       status(t("alarm.need_disposition"), "error");
@@ -725,6 +758,19 @@ const Board = {
             h("button", { class: "primary", id: "detail-ack", onclick: () => this.acknowledge(id, ackNote.value.trim()) }, t("alarm.ack")),
           )
         : null,
+      a.state !== "resolved" && a.response !== "on_site"
+        ? h(
+            "div",
+            { class: "form row" },
+            h(
+              "select",
+              { id: "eta", "aria-label": t("alarm.eta") },
+              [10, 20, 30, 60].map((m) => h("option", { value: m }, t("alarm.eta_min", { n: m }))),
+            ),
+            h("button", { id: "detail-en-route", onclick: () => this.respond(id, "en-route", { eta_minutes: Number($("#eta").value) }) }, t("alarm.en_route")),
+            h("button", { id: "detail-on-site", onclick: () => this.respond(id, "on-site", {}) }, t("alarm.on_site")),
+          )
+        : null,
       a.state !== "resolved"
         ? h(
             "div",
@@ -785,7 +831,7 @@ const Home = {
     await this.load();
     new Live({
       onUpdate: (u) => u.alarm.household_id === this.id && this.load(),
-      onResync: () => this.load(),
+      onOpen: () => this.load(),
     }).start();
     setInterval(() => this.load(), 30000);
     document.body.dataset.ready = "1";
@@ -919,7 +965,7 @@ const Supervisor = {
         clearTimeout(pending);
         pending = setTimeout(() => this.load(), 1500);
       },
-      onResync: () => this.load(),
+      onOpen: () => this.load(),
     }).start();
     setInterval(() => this.load(), 60000);
     document.body.dataset.ready = "1";
@@ -1110,7 +1156,7 @@ const Family = {
     await Promise.all(this.ids.map((id) => this.load(id)));
     new Live({
       onUpdate: (u) => u.alarm.household_id && this.cards.has(u.alarm.household_id) && this.load(u.alarm.household_id),
-      onResync: () => this.ids.forEach((id) => this.load(id)),
+      onOpen: () => this.ids.forEach((id) => this.load(id)),
     }).start();
     setInterval(() => this.ids.forEach((id) => this.load(id)), 60000);
     document.body.dataset.ready = "1";
@@ -1125,7 +1171,7 @@ const Family = {
       put(card, h("p", { class: "error" }, t("err.load", { msg: e.message })));
       return;
     }
-    const open = d.alarms.filter((a) => a.state !== "resolved");
+    const open = d.open_alarms;
     const note = card.querySelector(".fam-note")?.value || "";
     const name = d.elders.map((e) => e.name).join("、") || d.household.address;
     const me = UI.contact.id;
@@ -1175,7 +1221,7 @@ const Family = {
             { class: "all-normal" },
             h("strong", {}, t("fam.all_normal")),
             " — ",
-            d.last_activity ? t("fam.last_activity", { t: fmtTime(d.last_activity, true) }) : t("fam.no_activity"),
+            d.last_activity ? t("fam.last_activity", { t: fmtTime(d.last_activity) }) : t("fam.no_activity"),
           ),
         ];
     card.dataset.status = open.length ? "alarm" : "normal";

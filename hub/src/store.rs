@@ -369,6 +369,8 @@ pub struct AlarmFilter {
     pub village: Option<String>,
     pub household: Option<String>,
     pub limit: Option<i64>,
+    /// Most recent first (a history), instead of most urgent first.
+    pub newest_first: bool,
 }
 
 pub fn token_hash(token: &str) -> String {
@@ -2004,8 +2006,12 @@ impl Store {
                 qb.push(format!(" AND {col} = ")).push_bind(v.clone());
             }
         }
-        qb.push(" ORDER BY CASE severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END, raised_at LIMIT ")
-            .push_bind(f.limit.unwrap_or(200).clamp(1, 1000));
+        if f.newest_first {
+            qb.push(" ORDER BY raised_at DESC, id LIMIT ");
+        } else {
+            qb.push(" ORDER BY CASE severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END, raised_at LIMIT ");
+        }
+        qb.push_bind(f.limit.unwrap_or(200).clamp(1, 1000));
         Ok(qb.build_query_as().fetch_all(&self.pool).await?)
     }
 

@@ -178,24 +178,9 @@ impl Browser {
         Ok(self.client.execute(script, args).await?)
     }
 
-    /// Wait until `script` returns something truthy; its value.
+    /// [`wait_js_for`] with [`PAGE_PATIENCE`].
     pub async fn wait_js(&self, what: &str, script: &str) -> anyhow::Result<Value> {
-        let deadline = Instant::now() + PAGE_PATIENCE;
-        loop {
-            if let Ok(v) = self.js(script, vec![]).await {
-                let truthy = !matches!(&v, Value::Null | Value::Bool(false))
-                    && v != json!(0)
-                    && v != json!("");
-                if truthy {
-                    return Ok(v);
-                }
-            }
-            if Instant::now() > deadline {
-                let url = self.client.current_url().await.map(|u| u.to_string());
-                bail!("timed out waiting for {what} (page {url:?})");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_js_for(self, what, script, PAGE_PATIENCE).await
     }
 
     /// Wait until the page's script has loaded its data (`body[data-ready]`).
@@ -280,5 +265,29 @@ impl Browser {
 
     pub async fn close(self) {
         let _ = self.client.close().await;
+    }
+}
+
+/// Wait until `script` returns something truthy (up to `patience`); its value.
+pub async fn wait_js_for(
+    b: &Browser,
+    what: &str,
+    script: &str,
+    patience: Duration,
+) -> anyhow::Result<Value> {
+    let deadline = Instant::now() + patience;
+    loop {
+        if let Ok(v) = b.js(script, vec![]).await {
+            let truthy =
+                !matches!(&v, Value::Null | Value::Bool(false)) && v != json!(0) && v != json!("");
+            if truthy {
+                return Ok(v);
+            }
+        }
+        if Instant::now() > deadline {
+            let url = b.client.current_url().await.map(|u| u.to_string());
+            bail!("timed out waiting for {what} (page {url:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -522,3 +522,127 @@ async fn the_home_view_and_the_supervisor_view_show_a_districts_state() {
     d.close().await;
     hub.app.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_board_shows_who_was_called_and_whether_they_answered() {
+    use anxin_tests::fake_twilio::FakeTwilio;
+    let Some(chrome) = browser::available() else {
+        return;
+    };
+    let _one = ONE_AT_A_TIME.lock().await;
+    const VILLAGE_PHONE: &str = "+8613800000001";
+    const FAMILY_PHONE: &str = "+8613800000002";
+    let fake = FakeTwilio::start("AC00000000000000000000000000000001", "fake-auth-token").await;
+    // The hub's public URL (for Twilio's callbacks) must be known before it starts.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let twilio = fake.settings(&format!("http://127.0.0.1:{port}"));
+    let tweak: anxin_tests::Tweak = std::sync::Arc::new(move |s: &mut hub::Settings| {
+        s.http.listen = format!("127.0.0.1:{port}").parse().expect("addr");
+        s.twilio = Some(twilio.clone());
+    });
+    let hub = TestHub::spawn_tweaked(hub::clock::Clock::now(&hub::clock::SystemClock), tweak).await;
+    let now = hub::clock::Clock::now(&hub.clock);
+    for (id, name, role, scope, phone, token) in [
+        (
+            "c-village-1",
+            "Wang Wei",
+            "village",
+            "village:v-1",
+            VILLAGE_PHONE,
+            "demo-village-1",
+        ),
+        (
+            "c-family-1",
+            "Li Na",
+            "family",
+            "household:h-1",
+            FAMILY_PHONE,
+            "demo-family-1",
+        ),
+    ] {
+        let scope = hub::store::Scope::parse(scope).expect("scope");
+        hub.app
+            .store
+            .upsert_contact(id, name, Some(phone), role, &scope, 0, None, token, now)
+            .await
+            .expect("contact with a phone");
+        sqlx::query("UPDATE contacts SET channels = 'critical=voice' WHERE id = $1")
+            .bind(id)
+            .execute(hub.app.store.pool())
+            .await
+            .expect("channels");
+    }
+    let board = Browser::start(&chrome, &hub.http, DESKTOP)
+        .await
+        .expect("browser");
+    board.login("c-village-1", PASSWORD).await.expect("login");
+    wait_connected(&board).await;
+
+    let id = raise(&hub, "demo-pendant-1", "sos").await;
+    let calls = fake.wait_for_calls(2, PATIENCE).await;
+    let sid_to = |phone: &str| {
+        calls
+            .iter()
+            .find(|c| c.param("To") == Some(phone))
+            .map(|c| c.sid().to_owned())
+            .unwrap_or_else(|| panic!("a call to {phone}"))
+    };
+    assert_eq!(
+        fake.status_callback(&sid_to(FAMILY_PHONE), "completed")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        fake.status_callback(&sid_to(VILLAGE_PHONE), "no-answer")
+            .await
+            .status,
+        200
+    );
+    // The row lists each person called, the channel and the outcome (refreshed every 10 s).
+    let chips = browser::wait_js_for(
+        &board,
+        "the call outcomes on the row",
+        &format!(
+            "const r = document.querySelector('{}'); if (!r) return null; const t = [...r.querySelectorAll('.deliveries .chip')].map(c => c.textContent); return t.includes('Li Na · 电话 · 已接听') && t.includes('Wang Wei · 电话 · 无人接听') ? t : null;",
+            row(&id)
+        ),
+        Duration::from_secs(25),
+    )
+    .await
+    .expect("outcomes shown");
+    eprintln!("delivery chips: {chips}");
+    // "On my way" from the alarm's panel acknowledges it with an arrival time.
+    board.click(&row(&id)).await.expect("open");
+    board
+        .wait_js(
+            "the panel",
+            "return !!document.querySelector('#detail-en-route');",
+        )
+        .await
+        .expect("panel");
+    board.click("#detail-en-route").await.expect("on my way");
+    board
+        .wait_js(
+            "the row to show 'on the way'",
+            &format!("const r = document.querySelector('{}'); return r && r.dataset.state === 'acknowledged' && r.textContent.includes('正在赶往');", row(&id)),
+        )
+        .await
+        .expect("en route");
+    board
+        .wait_js(
+            "the panel to show the new state",
+            "return !!document.querySelector('#detail .timeline li[data-step=acknowledged]');",
+        )
+        .await
+        .expect("timeline updated");
+    board.screenshot("board-alarm").await.expect("screenshot");
+    let stored = hub.api().alarm("demo-district", &id).await;
+    assert_eq!(stored["alarm"]["response"], "en_route");
+    assert_eq!(stored["alarm"]["acked_by"], "c-village-1");
+    board.close().await;
+    hub.app.shutdown().await;
+}

@@ -84,3 +84,89 @@ async fn metrics_can_live_on_their_own_listener_only() {
     );
     app.shutdown().await;
 }
+
+/// The web pages (issue 7): their own content policy (the hub's scripts, styles and
+/// connections only, no inline script, no framing), the right content types, the login
+/// for anonymous visitors, and 404s that answer JSON under /api and a page elsewhere.
+#[tokio::test]
+async fn pages_carry_their_own_strict_policy_and_anonymous_visitors_go_to_the_login() {
+    let hub = TestHub::spawn().await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    for (path, content_type) in [
+        ("/login", "text/html; charset=utf-8"),
+        ("/assets/app.js", "text/javascript; charset=utf-8"),
+        ("/assets/style.css", "text/css; charset=utf-8"),
+    ] {
+        let r = http
+            .get(format!("{}{path}", hub.http))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), 200, "{path}");
+        let h = r.headers();
+        let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        assert_eq!(get("content-type"), content_type, "{path}");
+        let csp = get("content-security-policy");
+        for part in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "connect-src 'self'",
+            "frame-ancestors 'none'",
+            "base-uri 'none'",
+        ] {
+            assert!(csp.contains(part), "{path}: {part} in {csp}");
+        }
+        assert!(!csp.contains("unsafe"), "{path}: {csp}");
+        assert_eq!(get("x-frame-options"), "DENY", "{path}");
+        assert_eq!(get("x-content-type-options"), "nosniff", "{path}");
+    }
+    for (path, to) in [
+        ("/board", "/login?next=/board"),
+        ("/home/h-1", "/login?next=/home/h-1"),
+        ("/supervisor", "/login?next=/supervisor"),
+        ("/", "/login"),
+    ] {
+        let r = http
+            .get(format!("{}{path}", hub.http))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), 303, "{path}");
+        assert_eq!(
+            r.headers().get("location").and_then(|v| v.to_str().ok()),
+            Some(to),
+            "{path}"
+        );
+    }
+    // Page shells are not served as assets; unknown paths: JSON under /api, a page elsewhere.
+    let r = http
+        .get(format!("{}/assets/board.html", hub.http))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 404);
+    let r = http
+        .get(format!("{}/api/nothing-here", hub.http))
+        .bearer_auth("demo-village-1")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 404);
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["error"], "no endpoint /api/nothing-here");
+    let r = http
+        .get(format!("{}/nothing-here", hub.http))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 404);
+    assert!(r
+        .text()
+        .await
+        .expect("text")
+        .contains("data-page=\"not-found\""));
+    hub.app.shutdown().await;
+}

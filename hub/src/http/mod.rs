@@ -368,6 +368,9 @@ async fn list_alarms(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let scope = requested_scope(&state, &caller, q.scope.as_deref()).await?;
+    // Read before the list: every step up to `seq` is reflected in the list, so a page
+    // that subscribed first applies only the websocket steps after it.
+    let seq = state.alarms.store.latest_seq().await?;
     let mut f = AlarmFilter {
         limit: q.limit,
         severity: q.severity,
@@ -394,7 +397,7 @@ async fn list_alarms(
         .map(|a| authz::shown_alarm(&caller.contact.scope, a))
         .collect();
     Ok(Json(
-        serde_json::json!({ "scope": scope, "alarms": alarms }),
+        serde_json::json!({ "scope": scope, "seq": seq, "alarms": alarms }),
     ))
 }
 

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 
-use alert_rules::Millis;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::Deserialize;
@@ -16,8 +15,6 @@ use super::{ApiError, AppState, Caller, DISPOSITIONS};
 use crate::authz::{self, Action};
 use crate::store::{AlarmFilter, Scope};
 
-/// An alarm open this long is overdue on the supervisor view.
-pub const OVERDUE_AFTER_MS: Millis = 24 * 3_600_000;
 /// Alarms a home view lists (newest first).
 const HOME_ALARMS: i64 = 20;
 
@@ -32,7 +29,6 @@ pub(super) async fn ui(State(state): State<AppState>, caller: Caller) -> Json<Va
         "contact": caller.contact,
         "utc_offset_minutes": state.rules.utc_offset_minutes,
         "dispositions": DISPOSITIONS,
-        "overdue_after_ms": OVERDUE_AFTER_MS,
         "now": state.alarms.now(),
     }))
 }
@@ -99,18 +95,37 @@ pub(super) async fn household(
             })
         })
         .collect();
-    let alarms: Vec<Value> = store
-        .list_alarms(
-            &Scope::Household(id.clone()),
-            &AlarmFilter {
-                limit: Some(HOME_ALARMS),
-                ..Default::default()
-            },
-        )
-        .await?
-        .iter()
-        .map(|a| authz::shown_alarm(&caller.contact.scope, a))
-        .collect();
+    let here = Scope::Household(id.clone());
+    let shown = |list: Vec<crate::store::Alarm>| -> Vec<Value> {
+        list.iter()
+            .map(|a| authz::shown_alarm(&caller.contact.scope, a))
+            .collect()
+    };
+    // Every open alarm (most urgent first), and the recent history (newest first).
+    let open_alarms = shown(
+        store
+            .list_alarms(
+                &here,
+                &AlarmFilter {
+                    open_only: true,
+                    limit: Some(1000),
+                    ..Default::default()
+                },
+            )
+            .await?,
+    );
+    let alarms = shown(
+        store
+            .list_alarms(
+                &here,
+                &AlarmFilter {
+                    limit: Some(HOME_ALARMS),
+                    newest_first: true,
+                    ..Default::default()
+                },
+            )
+            .await?,
+    );
     let family = store.family_contacts(&id).await?;
     let duty = store
         .on_duty(&Scope::Village(info.village_id.clone()), now, offset)
@@ -126,6 +141,7 @@ pub(super) async fn household(
         "visit_since": snapshot.visit_since,
         "unreachable_since": snapshot.unreachable_since,
         "recent_events": snapshot.recent,
+        "open_alarms": open_alarms,
         "alarms": alarms,
         "family_contacts": family,
         "on_duty": on_duty,
@@ -187,7 +203,8 @@ fn median_and_worst(mut v: Vec<i64>) -> (Option<i64>, Option<i64>) {
 }
 
 /// `GET /api/summary?scope=`: the supervisor view. Per village: open alarms (critical,
-/// unacknowledged), overdue alarms (open longer than 24 h) and devices offline; the
+/// unacknowledged), overdue alarms (past their `overdue_at`: unresolved 24 h after being
+/// raised, by default) and devices offline; the
 /// overdue alarms themselves; time to acknowledge for alarms raised today (local day).
 /// Staff only.
 pub(super) async fn summary(
@@ -229,7 +246,9 @@ pub(super) async fn summary(
         r.open += 1;
         r.critical += u32::from(a.severity == "critical");
         r.unacknowledged += u32::from(a.is_unacknowledged());
-        if now - a.raised_at >= OVERDUE_AFTER_MS {
+        // Overdue as escalation counts it (`overdue_after_secs` per severity, 24 h by
+        // default; never for info).
+        if a.overdue_at.is_some_and(|t| t <= now) {
             r.overdue += 1;
             overdue.push(authz::shown_alarm(&caller.contact.scope, a));
         }

@@ -1,0 +1,130 @@
+//! The read endpoints behind the web pages (issue 7), over HTTP: a home's alarm history
+//! is newest first and its open alarms are all there; the alarm list carries the
+//! sequence number a page needs to merge websocket steps; the supervisor summary counts
+//! overdue alarms as escalation does and times acknowledgements.
+
+use std::time::Duration;
+
+use anxin_tests::{TestHub, PATIENCE};
+use device_sim::payload;
+use serde_json::{json, Value};
+
+async fn raise(hub: &TestHub, device: &str, kind: &str) -> String {
+    let d = hub.device(device).await;
+    let ack = d
+        .send_critical(&payload::event(kind, json!({})), PATIENCE)
+        .await
+        .expect("acknowledged");
+    d.disconnect().await;
+    ack["alarm_id"].as_str().expect("alarm id").to_owned()
+}
+
+fn ids(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .map(|a| a.iter().filter_map(|x| x["id"].as_str()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_home_lists_its_history_newest_first_and_every_open_alarm() {
+    let hub = TestHub::spawn().await;
+    let api = hub.api();
+    let sos = raise(&hub, "demo-pendant-1", "sos").await;
+    hub.advance(60);
+    let fall = raise(&hub, "demo-fall-1", "fall").await;
+    let (status, body) = api
+        .post(
+            "demo-village-1",
+            &format!("/api/alarms/{sos}/resolve"),
+            json!({ "disposition": "false_alarm" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, home) = api.get("demo-village-1", "/api/households/h-1").await;
+    assert_eq!(status, 200, "{home}");
+    assert_eq!(ids(&home["alarms"]), [fall.as_str(), sos.as_str()]);
+    assert_eq!(ids(&home["open_alarms"]), [fall.as_str()]);
+    assert_eq!(home["household"]["address"], "1 Demo Lane");
+    assert_eq!(home["elders"][0]["name"], "Demo Elder 1");
+    let devices: Vec<&str> = home["devices"]
+        .as_array()
+        .expect("devices")
+        .iter()
+        .filter_map(|d| d["id"].as_str())
+        .collect();
+    assert!(devices.contains(&"demo-pendant-1"), "{devices:?}");
+    // The family sees the same history without the escalation machinery.
+    let (status, fam) = api.get("demo-family-1", "/api/households/h-1").await;
+    assert_eq!(status, 200);
+    assert_eq!(ids(&fam["alarms"]), [fall.as_str(), sos.as_str()]);
+    assert!(
+        fam["alarms"][0].get("level").is_none(),
+        "{}",
+        fam["alarms"][0]
+    );
+    hub.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_alarm_list_carries_the_last_step_it_reflects() {
+    let hub = TestHub::spawn().await;
+    let api = hub.api();
+    raise(&hub, "demo-pendant-1", "sos").await;
+    let (_, updates) = api.get("demo-district", "/api/updates?since_seq=0").await;
+    let last = updates["updates"]
+        .as_array()
+        .and_then(|u| u.last())
+        .and_then(|u| u["seq"].as_i64())
+        .expect("a step");
+    let (status, list) = api.get("demo-village-1", "/api/alarms").await;
+    assert_eq!(status, 200);
+    assert_eq!(list["seq"], json!(last));
+    hub.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_summary_counts_overdue_alarms_and_times_acknowledgements() {
+    let hub = TestHub::spawn().await;
+    let api = hub.api();
+    let a = raise(&hub, "demo-pendant-1", "sos").await;
+    let b = raise(&hub, "demo-pendant-3", "sos").await;
+    hub.clock.advance(Duration::from_secs(30));
+    let (status, _) = api
+        .post(
+            "demo-village-1",
+            &format!("/api/alarms/{a}/acknowledge"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, s) = api.get("demo-district", "/api/summary").await;
+    assert_eq!(status, 200, "{s}");
+    assert_eq!(s["ack_today"]["acknowledged"], 1, "{s}");
+    assert_eq!(s["ack_today"]["median_ms"], 30_000, "{s}");
+    assert_eq!(s["ack_today"]["worst_ms"], 30_000, "{s}");
+    assert_eq!(s["overdue"], json!([]), "nothing overdue yet");
+    let v1 = s["villages"]
+        .as_array()
+        .and_then(|v| v.iter().find(|x| x["village_id"] == "v-1"))
+        .expect("v-1");
+    assert_eq!(
+        (v1["open"].as_i64(), v1["unacknowledged"].as_i64()),
+        (Some(1), Some(0))
+    );
+
+    // A day later both are still open: overdue (critical: 24 h by default).
+    hub.clock.advance(Duration::from_secs(24 * 3600));
+    let (_, s) = api.get("demo-district", "/api/summary").await;
+    let mut overdue = ids(&s["overdue"]);
+    overdue.sort();
+    let mut want = vec![a.as_str(), b.as_str()];
+    want.sort();
+    assert_eq!(overdue, want, "{s}");
+    // A town sees only its own.
+    let (_, s) = api.get("demo-town-2", "/api/summary").await;
+    assert_eq!(ids(&s["overdue"]), [b.as_str()]);
+    // Families get no summary.
+    let (status, _) = api.get("demo-family-1", "/api/summary").await;
+    assert_eq!(status, 403);
+    hub.app.shutdown().await;
+}
