@@ -196,6 +196,21 @@ impl TestHub {
             .expect("websocket connects")
     }
 
+    /// A demo device reports a critical event (`sos`, `fall`, ...) and disconnects; the id
+    /// of the alarm, once the hub has committed it and acknowledged the device.
+    pub async fn raise(&self, device: &str, kind: &str) -> String {
+        let d = self.device(device).await;
+        let ack = d
+            .send_critical(
+                &device_sim::payload::event(kind, serde_json::json!({})),
+                PATIENCE,
+            )
+            .await
+            .expect("critical event acknowledged");
+        d.disconnect().await;
+        ack["alarm_id"].as_str().expect("alarm id").to_owned()
+    }
+
     pub fn api(&self) -> Api {
         Api {
             base: self.http.clone(),

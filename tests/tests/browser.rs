@@ -22,18 +22,6 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 const PASSWORD: &str = hub::demo::DEMO_PASSWORD;
 
-/// Raise a critical alarm from a demo device; its id (after the hub's acknowledgement
-/// to the device, i.e. once it is committed).
-async fn raise(hub: &TestHub, device: &str, kind: &str) -> String {
-    let d = hub.device(device).await;
-    let ack = d
-        .send_critical(&payload::event(kind, json!({})), PATIENCE)
-        .await
-        .expect("critical event acknowledged");
-    d.disconnect().await;
-    ack["alarm_id"].as_str().expect("alarm id").to_owned()
-}
-
 fn row(id: &str) -> String {
     format!(".alarm[data-alarm-id=\"{id}\"]")
 }
@@ -82,7 +70,7 @@ async fn a_fall_reaches_the_village_board_within_2_s_and_its_acknowledgement_the
 
     // A fall in h-1 (village v-1, town t-1), published over MQTT by the detector.
     let started = Instant::now();
-    let id = raise(&hub, "demo-fall-1", "fall").await;
+    let id = hub.raise("demo-fall-1", "fall").await;
     village
         .wait_js(
             "the fall on the village board",
@@ -217,7 +205,7 @@ async fn a_board_cut_off_by_a_restart_shows_the_alarm_raised_meanwhile() {
     board.login("c-town-1", PASSWORD).await.expect("login");
     wait_connected(&board).await;
     // An alarm the board saw before the cut, acknowledged meanwhile: it must change too.
-    let before = raise(&hub, "demo-pendant-1", "sos").await;
+    let before = hub.raise("demo-pendant-1", "sos").await;
     board
         .wait_js(
             "the first alarm",
@@ -240,7 +228,7 @@ async fn a_board_cut_off_by_a_restart_shows_the_alarm_raised_meanwhile() {
         .await;
     // Raised while the board is still waiting to reconnect (its first retry is ~1 s
     // after the cut; the hub is back and the alarm committed well before that).
-    let during = raise(&hub, "demo-pendant-2", "sos").await;
+    let during = hub.raise("demo-pendant-2", "sos").await;
     let (status, body) = hub
         .api()
         .post(
@@ -322,7 +310,7 @@ async fn a_family_sees_its_elder_on_a_phone_and_cannot_open_another_home() {
     assert_eq!(phone.horizontal_overflow().await.expect("overflow"), 0);
 
     // An SOS: the card turns into the alarm, and "I'm handling it" acknowledges it.
-    let id = raise(&hub, "demo-pendant-1", "sos").await;
+    let id = hub.raise("demo-pendant-1", "sos").await;
     phone
         .wait_js(
             "the alarm on the card",
@@ -378,7 +366,7 @@ async fn a_family_sees_its_elder_on_a_phone_and_cannot_open_another_home() {
         .await
         .expect("fetch");
     assert_eq!(status, json!(404));
-    let other = raise(&hub, "demo-pendant-2", "sos").await;
+    let other = hub.raise("demo-pendant-2", "sos").await;
     phone
         .goto(&format!("/board/alarms/{other}"))
         .await
@@ -430,9 +418,9 @@ async fn the_home_view_and_the_supervisor_view_show_a_districts_state() {
     pir.send(&payload::event("battery", json!({ "percent": 15 })))
         .await
         .expect("battery");
-    let a1 = raise(&hub, "demo-pendant-1", "sos").await;
-    let _a2 = raise(&hub, "demo-pendant-2", "sos").await;
-    let _a3 = raise(&hub, "demo-fall-1", "fall").await;
+    let a1 = hub.raise("demo-pendant-1", "sos").await;
+    let _a2 = hub.raise("demo-pendant-2", "sos").await;
+    let _a3 = hub.raise("demo-fall-1", "fall").await;
     hub.clock.advance(Duration::from_secs(95));
     let (status, body) = hub
         .api()
@@ -581,7 +569,7 @@ async fn the_board_shows_who_was_called_and_whether_they_answered() {
     board.login("c-village-1", PASSWORD).await.expect("login");
     wait_connected(&board).await;
 
-    let id = raise(&hub, "demo-pendant-1", "sos").await;
+    let id = hub.raise("demo-pendant-1", "sos").await;
     let calls = fake.wait_for_calls(2, PATIENCE).await;
     let sid_to = |phone: &str| {
         calls

@@ -5,19 +5,8 @@
 
 use std::time::Duration;
 
-use anxin_tests::{TestHub, PATIENCE};
-use device_sim::payload;
+use anxin_tests::TestHub;
 use serde_json::{json, Value};
-
-async fn raise(hub: &TestHub, device: &str, kind: &str) -> String {
-    let d = hub.device(device).await;
-    let ack = d
-        .send_critical(&payload::event(kind, json!({})), PATIENCE)
-        .await
-        .expect("acknowledged");
-    d.disconnect().await;
-    ack["alarm_id"].as_str().expect("alarm id").to_owned()
-}
 
 fn ids(list: &Value) -> Vec<&str> {
     list.as_array()
@@ -29,9 +18,9 @@ fn ids(list: &Value) -> Vec<&str> {
 async fn a_home_lists_its_history_newest_first_and_every_open_alarm() {
     let hub = TestHub::spawn().await;
     let api = hub.api();
-    let sos = raise(&hub, "demo-pendant-1", "sos").await;
+    let sos = hub.raise("demo-pendant-1", "sos").await;
     hub.advance(60);
-    let fall = raise(&hub, "demo-fall-1", "fall").await;
+    let fall = hub.raise("demo-fall-1", "fall").await;
     let (status, body) = api
         .post(
             "demo-village-1",
@@ -69,7 +58,7 @@ async fn a_home_lists_its_history_newest_first_and_every_open_alarm() {
 async fn the_alarm_list_carries_the_last_step_it_reflects() {
     let hub = TestHub::spawn().await;
     let api = hub.api();
-    raise(&hub, "demo-pendant-1", "sos").await;
+    hub.raise("demo-pendant-1", "sos").await;
     let (_, updates) = api.get("demo-district", "/api/updates?since_seq=0").await;
     let last = updates["updates"]
         .as_array()
@@ -86,8 +75,8 @@ async fn the_alarm_list_carries_the_last_step_it_reflects() {
 async fn the_summary_counts_overdue_alarms_and_times_acknowledgements() {
     let hub = TestHub::spawn().await;
     let api = hub.api();
-    let a = raise(&hub, "demo-pendant-1", "sos").await;
-    let b = raise(&hub, "demo-pendant-3", "sos").await;
+    let a = hub.raise("demo-pendant-1", "sos").await;
+    let b = hub.raise("demo-pendant-3", "sos").await;
     hub.clock.advance(Duration::from_secs(30));
     let (status, _) = api
         .post(
