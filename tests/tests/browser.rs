@@ -508,6 +508,29 @@ async fn the_home_view_and_the_supervisor_view_show_a_districts_state() {
     assert_eq!(d.horizontal_overflow().await.expect("overflow"), 0);
     d.screenshot("supervisor").await.expect("screenshot");
     d.close().await;
+
+    // Village workers are often on a phone: the board fits one too, alarm panel included.
+    let p = Browser::start(&chrome, &hub.http, PHONE)
+        .await
+        .expect("browser");
+    p.login("c-village-1", PASSWORD).await.expect("login");
+    p.wait_js(
+        "two alarms on the phone board",
+        "return document.querySelectorAll('.alarm').length === 2;",
+    )
+    .await
+    .expect("alarms");
+    assert_eq!(p.horizontal_overflow().await.expect("overflow"), 0);
+    p.screenshot("board-phone").await.expect("screenshot");
+    p.click(".alarm").await.expect("open");
+    p.wait_js(
+        "the alarm panel",
+        "return !!document.querySelector('#detail .timeline li');",
+    )
+    .await
+    .expect("panel");
+    assert_eq!(p.horizontal_overflow().await.expect("overflow"), 0);
+    p.close().await;
     hub.app.shutdown().await;
 }
 
