@@ -1254,7 +1254,8 @@ function startLogin() {
   const form = $("#login");
   const params = new URLSearchParams(location.search);
   const next = params.get("next");
-  const safeNext = next && next.startsWith("/") && !next.startsWith("//") ? next : "/";
+  // Only a path of this hub (no "//host" or "/\\host", which browsers read as another site).
+  const safeNext = next && /^\/(?![\/\\])[A-Za-z0-9\/_.-]*$/.test(next) ? next : "/";
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     const err = $("#login-error");

@@ -196,7 +196,17 @@ impl Browser {
     /// Log in through the login page (`username`, `password`), ending on the page it
     /// leads to.
     pub async fn login(&self, username: &str, password: &str) -> anyhow::Result<()> {
-        self.goto("/login").await?;
+        self.login_at("/login", username, password).await
+    }
+
+    /// [`Browser::login`] from a given login URL (e.g. with `?next=`).
+    pub async fn login_at(
+        &self,
+        login_path: &str,
+        username: &str,
+        password: &str,
+    ) -> anyhow::Result<()> {
+        self.goto(login_path).await?;
         self.wait_ready().await?;
         self.client
             .find(Locator::Css("#username"))

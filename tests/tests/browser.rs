@@ -275,14 +275,18 @@ async fn a_family_sees_its_elder_on_a_phone_and_cannot_open_another_home() {
     let phone = Browser::start(&chrome, &hub.http, PHONE)
         .await
         .expect("browser");
-    phone.login("c-family-1", PASSWORD).await.expect("login");
+    // A crafted link cannot send the login on to another site.
+    phone
+        .login_at("/login?next=/%5Cexample.com", "c-family-1", PASSWORD)
+        .await
+        .expect("login");
     assert_eq!(
         phone
-            .js("return location.pathname;", vec![])
+            .js("return [location.host, location.pathname];", vec![])
             .await
             .expect("js"),
-        json!("/family"),
-        "a family account lands on the family view"
+        json!([hub.http.trim_start_matches("http://"), "/family"]),
+        "a family account lands on the family view, on this hub"
     );
     let card = ".elder-card[data-household=\"h-1\"]";
     phone
