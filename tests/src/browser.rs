@@ -231,13 +231,39 @@ impl Browser {
         Ok(())
     }
 
+    /// Click the first element matching `css`. Pages re-render when data arrives, so an
+    /// element found a moment ago may have been replaced: find it again then.
     pub async fn click(&self, css: &str) -> anyhow::Result<()> {
-        self.client.find(Locator::Css(css)).await?.click().await?;
-        Ok(())
+        let mut tries = 0;
+        loop {
+            let clicked = match self.client.find(Locator::Css(css)).await {
+                Ok(e) => e.click().await.map_err(anyhow::Error::from),
+                Err(e) => Err(e.into()),
+            };
+            match clicked {
+                Ok(()) => return Ok(()),
+                Err(e) if tries >= 5 => return Err(e.context(format!("clicking {css}"))),
+                Err(_) => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
     }
 
+    /// The rendered text of the first element matching `css`, read in one step in the
+    /// page (no element handle that a re-render could make stale).
     pub async fn text(&self, css: &str) -> anyhow::Result<String> {
-        Ok(self.client.find(Locator::Css(css)).await?.text().await?)
+        let v = self
+            .js(
+                "const e = document.querySelector(arguments[0]); return e ? e.innerText : null;",
+                vec![json!(css)],
+            )
+            .await?;
+        match v {
+            Value::String(s) => Ok(s),
+            _ => bail!("no element matches {css}"),
+        }
     }
 
     /// Page width beyond the viewport, CSS pixels (0: no horizontal scrolling).
