@@ -436,9 +436,32 @@ const Board = {
       Sound.silenced = false;
       desktopNotify(a, this.where(a));
     }
-    if (a.state !== "resolved") this.fetchDeliveries(a.id);
-    this.render();
-    if (this.selected === a.id) this.renderDetail(u);
+    if (a.state !== "resolved") this.queueDeliveries(a.id);
+    this.scheduleRender();
+    if (this.selected === a.id) this.renderDetail();
+  },
+
+  /** One render for a burst of updates (a catch-up backlog, an outage storm). A timer,
+   *  not requestAnimationFrame: a board behind other windows must still start alerting. */
+  scheduleRender() {
+    if (this.renderTimer) return;
+    this.renderTimer = setTimeout(() => {
+      this.renderTimer = null;
+      this.render();
+    }, 30);
+  },
+
+  /** Fetch an alarm's deliveries soon, once for several steps in a row. */
+  queueDeliveries(id) {
+    this.deliveryTimers = this.deliveryTimers || new Map();
+    if (this.deliveryTimers.has(id)) return;
+    this.deliveryTimers.set(
+      id,
+      setTimeout(() => {
+        this.deliveryTimers.delete(id);
+        if (this.alarms.has(id)) this.fetchDeliveries(id);
+      }, 300),
+    );
   },
 
   async fetchDeliveries(id) {
