@@ -33,7 +33,17 @@ function put(el, ...children) {
   el.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
 }
 
-const UI = { offset: 480, contact: null, dispositions: [], skew: 0 };
+const UI = { offset: 480, contact: null, dispositions: [], skew: 0, people: new Map() };
+
+/** A person's name for an account or contact id (from the directory), else the id. */
+function personName(id) {
+  return UI.people.get(id)?.name || id;
+}
+
+/** Remember the names of the people in a directory answer. */
+function learnPeople(dir) {
+  for (const p of dir.people || []) UI.people.set(p.id, p);
+}
 
 function serverNow() {
   return Date.now() + UI.skew;
@@ -390,6 +400,7 @@ const Board = {
   },
 
   setDirectory(dir) {
+    learnPeople(dir);
     this.households = new Map(dir.households.map((x) => [x.id, x]));
     this.villages = dir.villages;
   },
@@ -617,7 +628,7 @@ const Board = {
           h("span", { class: "ago", "data-at": a.raised_at }, agoText(a.raised_at)),
           h("span", {}, fmtTime(a.raised_at)),
           levelText ? h("span", { class: "level" }, levelText) : null,
-          a.acked_by ? h("span", {}, t("alarm.acked_by", { who: a.acked_by, at: fmtTime(a.acked_at) })) : null,
+          a.acked_by ? h("span", {}, t("alarm.acked_by", { who: personName(a.acked_by), at: fmtTime(a.acked_at) })) : null,
         ),
         h("div", { class: "deliveries" }, this.deliveryChips(a.id)),
       ),
@@ -802,7 +813,7 @@ const Board = {
             resNote,
             h("button", { id: "detail-resolve", onclick: () => this.resolve(id, disp.value, resNote.value.trim()) }, t("alarm.resolve")),
           )
-        : h("p", {}, t("alarm.resolved_by", { who: a.resolved_by, at: fmtTime(a.resolved_at, true) }), a.disposition ? ` · ${t("disp." + a.disposition)}` : ""),
+        : h("p", {}, t("alarm.resolved_by", { who: personName(a.resolved_by), at: fmtTime(a.resolved_at, true) }), a.disposition ? ` · ${t("disp." + a.disposition)}` : ""),
       h("h3", {}, t("alarm.notified")),
       h("div", { id: "detail-deliveries" }),
       h("h3", {}, t("alarm.timeline")),
@@ -815,7 +826,7 @@ const Board = {
             { "data-step": s.step },
             h("time", {}, fmtTime(s.at, true)),
             h("strong", {}, has("step." + s.step) ? t("step." + s.step) : s.step),
-            s.actor ? h("span", { class: "muted" }, s.actor) : null,
+            s.actor ? h("span", { class: "muted", title: s.actor }, personName(s.actor)) : null,
             s.detail && s.detail.note ? h("q", {}, s.detail.note) : null,
           ),
         ),
@@ -1167,6 +1178,7 @@ function ackChart(waits) {
 const Family = {
   async start() {
     const dir = await api("/api/directory");
+    learnPeople(dir);
     this.ids = dir.households.map((x) => x.id);
     this.cards = new Map();
     const root = $("#family");
@@ -1209,7 +1221,7 @@ const Family = {
               {},
               isUnacked(a)
                 ? t("fam.waiting")
-                : t("fam.handled_by", { who: a.acked_by === me ? t("fam.you") : a.acked_by }),
+                : t("fam.handled_by", { who: a.acked_by === me ? t("fam.you") : personName(a.acked_by) }),
               a.response ? ` · ${t("resp." + a.response)}` : "",
             ),
             isUnacked(a)

@@ -127,9 +127,9 @@ async fn a_fall_reaches_the_village_board_within_2_s_and_its_acknowledgement_the
         .await
         .expect("acknowledge");
     town.wait_js(
-        "the acknowledgement on the town board",
+        "the acknowledgement on the town board, with the worker's name",
         &format!(
-            "const r = document.querySelector('{}'); return r && r.dataset.state === 'acknowledged';",
+            "const r = document.querySelector('{}'); return r && r.dataset.state === 'acknowledged' && r.textContent.includes('Demo contact 2 于');",
             row(&id)
         ),
     )

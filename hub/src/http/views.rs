@@ -39,7 +39,8 @@ pub(super) struct ScopeQuery {
 }
 
 /// `GET /api/directory?scope=`: the villages and households in scope, with addresses and
-/// elders' names (what the board shows next to an alarm and searches).
+/// elders' names (what the board shows next to an alarm and searches), and the names of
+/// the people who may act on its alarms (`people`: id, name, role; no phone numbers).
 pub(super) async fn directory(
     State(state): State<AppState>,
     caller: Caller,
@@ -49,10 +50,12 @@ pub(super) async fn directory(
     let store = &state.alarms.store;
     let households = store.households_in(&scope).await?;
     let villages = store.villages_in(&scope).await?;
+    let people = store.people_for(&scope).await?;
     Ok(Json(json!({
         "scope": scope,
         "villages": villages,
         "households": households,
+        "people": people,
     })))
 }
 

@@ -60,6 +60,15 @@ pub struct VillageInfo {
     pub town_name: String,
 }
 
+/// Someone who may appear as an actor on the pages (acknowledged by, timeline): a name and
+/// a role, never a phone number.
+#[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
+pub struct Person {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+}
+
 /// When an alarm was raised and, if it was, acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, sqlx::FromRow)]
 pub struct AckTime {
@@ -200,6 +209,46 @@ impl Store {
         Ok(qb.build_query_as().fetch_all(&self.pool).await?)
     }
 
+    /// The people who may act on alarms in `scope`, by id: the contacts of its households,
+    /// the staff of its villages and of their towns, and the district's staff (who can all
+    /// acknowledge them), so pages can show names instead of ids.
+    pub async fn people_for(&self, scope: &Scope) -> Result<Vec<Person>> {
+        if *scope == Scope::District {
+            return Ok(
+                sqlx::query_as("SELECT id, name, role FROM contacts ORDER BY id")
+                    .fetch_all(&self.pool)
+                    .await?,
+            );
+        }
+        let households = self.households_in(scope).await?;
+        let villages = self.villages_in(scope).await?;
+        let mut areas: Vec<(&str, &str)> = vec![("district", "district")];
+        for h in &households {
+            areas.push(("household", &h.id));
+            areas.push(("village", &h.village_id));
+            areas.push(("town", &h.town_id));
+        }
+        for v in &villages {
+            areas.push(("village", &v.id));
+            areas.push(("town", &v.town_id));
+        }
+        areas.sort_unstable();
+        areas.dedup();
+        let mut qb = sqlx::QueryBuilder::<Sqlite>::new(
+            "SELECT id, name, role FROM contacts WHERE (scope_kind, scope_id) IN (",
+        );
+        let mut list = qb.separated(", ");
+        for (kind, id) in &areas {
+            list.push("(")
+                .push_bind_unseparated(kind.to_string())
+                .push_unseparated(", ")
+                .push_bind_unseparated(id.to_string())
+                .push_unseparated(")");
+        }
+        qb.push(") ORDER BY id");
+        Ok(qb.build_query_as().fetch_all(&self.pool).await?)
+    }
+
     /// Alarms in `scope` raised in `[from, to)`, with when they were acknowledged:
     /// the supervisor's time-to-acknowledge.
     pub async fn ack_times(&self, scope: &Scope, from: Millis, to: Millis) -> Result<Vec<AckTime>> {
@@ -261,6 +310,62 @@ mod tests {
             .await
             .expect("none")
             .is_empty());
+        for (id, name, role, scope) in [
+            (
+                "c-f1",
+                "Family One",
+                "family",
+                Scope::Household("h-1".into()),
+            ),
+            (
+                "c-v1",
+                "Village One",
+                "village",
+                Scope::Village("v-1".into()),
+            ),
+            (
+                "c-v2",
+                "Village Two",
+                "village",
+                Scope::Village("v-2".into()),
+            ),
+            ("c-t1", "Town One", "town", Scope::Town("t-1".into())),
+            ("c-d", "District", "district", Scope::District),
+        ] {
+            s.upsert_contact(
+                id,
+                name,
+                Some("+8613800000000"),
+                role,
+                &scope,
+                0,
+                None,
+                &format!("tok-{id}"),
+                0,
+            )
+            .await
+            .expect("contact");
+        }
+        let ids = |p: Vec<Person>| p.into_iter().map(|p| p.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(s
+                .people_for(&Scope::Household("h-1".into()))
+                .await
+                .expect("people")),
+            ["c-d", "c-f1", "c-t1", "c-v1"],
+            "a family sees who may act on its alarms"
+        );
+        assert_eq!(
+            ids(s
+                .people_for(&Scope::Village("v-2".into()))
+                .await
+                .expect("people")),
+            ["c-d", "c-v2"]
+        );
+        assert_eq!(
+            s.people_for(&Scope::District).await.expect("people").len(),
+            5
+        );
         let villages = s.villages_in(&Scope::Town("t-1".into())).await.expect("v");
         assert_eq!(villages.len(), 1);
         assert_eq!(villages[0].id, "v-1");
