@@ -8,6 +8,7 @@
 //! are skipped with a message, unless `ANXIN_BROWSER_TESTS=1` (CI sets it) makes a
 //! missing browser a failure.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -65,12 +66,22 @@ pub const PHONE: Viewport = Viewport::Phone {
     height: 844,
 };
 
+/// chromedriver in a process group of its own, with the Chromium it starts. Dropping it
+/// ends the whole group, so a test that fails (and never closes its session) leaves no
+/// browser behind.
 struct Driver {
     child: Child,
 }
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        // The group id is chromedriver's pid (`process_group(0)`); `kill` the program,
+        // since this workspace forbids the unsafe call.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -99,6 +110,7 @@ impl Browser {
     ) -> anyhow::Result<Browser> {
         let port = free_port()?;
         let child = Command::new(chromedriver)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
