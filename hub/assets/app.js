@@ -218,8 +218,9 @@ async function loadUi() {
  * raised while the page was offline is missed. A banner shows while disconnected.
  */
 class Live {
-  constructor({ onUpdate, onResync, onOpen }) {
+  constructor({ onUpdate, onResync, onOpen, onDelivery }) {
     this.onUpdate = onUpdate;
+    this.onDelivery = onDelivery;
     this.onResync = onResync;
     this.onOpen = onOpen;
     this.lastSeq = null;
@@ -277,6 +278,8 @@ class Live {
       } else if (msg.type === "alarm") {
         if (this.lastSeq === null || msg.seq > this.lastSeq) this.lastSeq = msg.seq;
         this.onUpdate(msg);
+      } else if (msg.type === "delivery" && this.onDelivery) {
+        this.onDelivery(msg.alarm_id);
       }
     };
     ws.onclose = (e) => {
@@ -375,6 +378,7 @@ const Board = {
       onUpdate: (u) => this.update(u),
       onResync: () => this.reload(),
       onOpen: (first) => first && !this.loaded && this.reload(),
+      onDelivery: (id) => this.alarms.has(id) && this.queueDeliveries(id),
     });
     this.live.start();
     // Without a websocket (a proxy that refuses upgrades), still show the list.
@@ -393,8 +397,9 @@ const Board = {
     });
     this.render();
     setInterval(() => this.tick(), 1000);
-    // Delivery outcomes (delivered, answered, no answer) change without an alarm step.
-    setInterval(() => this.alarms.forEach((a, id) => this.matches(a) && this.fetchDeliveries(id)), 10000);
+    // Delivery outcomes (delivered, answered, no answer) arrive as "delivery" messages;
+    // this catches any the connection missed.
+    setInterval(() => this.alarms.forEach((a, id) => this.matches(a) && this.fetchDeliveries(id)), 30000);
     setInterval(() => this.alertLoop(), 1500);
     document.body.dataset.ready = "1";
   },

@@ -146,6 +146,7 @@ impl App {
                 clock.clone(),
                 channels,
                 alarms.delivery_wake.clone(),
+                alarms.bus.clone(),
                 servers.clone(),
             ));
         }

@@ -198,6 +198,7 @@ pub async fn run(
     clock: SharedClock,
     channels: Channels,
     wake: Arc<Notify>,
+    bus: crate::notify::Bus,
     cancel: CancellationToken,
 ) {
     match store.recover_interrupted_deliveries(clock.now()).await {
@@ -228,10 +229,17 @@ pub async fn run(
                     let Ok(permit) = gate.clone().acquire_owned().await else {
                         return;
                     };
-                    let (store, clock, channels, wake) =
-                        (store.clone(), clock.clone(), channels.clone(), wake.clone());
+                    let (store, clock, channels, wake, bus) = (
+                        store.clone(),
+                        clock.clone(),
+                        channels.clone(),
+                        wake.clone(),
+                        bus.clone(),
+                    );
                     inflight.spawn(async move {
+                        let alarm = job.alarm_id.clone();
                         deliver(&store, &clock, &channels, job).await;
+                        bus.delivery_changed(&alarm);
                         drop(permit);
                         wake.notify_one();
                     });

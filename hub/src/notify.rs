@@ -10,12 +10,26 @@ use crate::store::AlarmUpdate;
 #[derive(Debug, Clone)]
 pub struct Bus {
     tx: broadcast::Sender<AlarmUpdate>,
+    /// Ids of alarms whose SMS / call / webhook deliveries changed (sent, delivered,
+    /// answered, failed): boards fetch the new outcomes at once. Lossy like the steps; a
+    /// board that misses one still refreshes them periodically.
+    deliveries: broadcast::Sender<String>,
 }
 
 impl Bus {
     pub fn new(capacity: usize) -> Self {
         let (tx, _) = broadcast::channel(capacity);
-        Self { tx }
+        let (deliveries, _) = broadcast::channel(capacity);
+        Self { tx, deliveries }
+    }
+
+    /// A delivery of this alarm changed. Never blocks.
+    pub fn delivery_changed(&self, alarm_id: &str) {
+        let _ = self.deliveries.send(alarm_id.to_owned());
+    }
+
+    pub fn subscribe_deliveries(&self) -> broadcast::Receiver<String> {
+        self.deliveries.subscribe()
     }
 
     /// Publish a committed step. Never blocks; with no subscriber it is simply dropped.

@@ -605,6 +605,18 @@ async fn the_board_shows_who_was_called_and_whether_they_answered() {
             .map(|c| c.sid().to_owned())
             .unwrap_or_else(|| panic!("a call to {phone}"))
     };
+    // The board lists both calls first (sent, no answer yet) ...
+    board
+        .wait_js(
+            "both calls on the row",
+            &format!(
+                "const r = document.querySelector('{}'); return r && [...r.querySelectorAll('.deliveries .chip')].filter(c => c.textContent.includes('电话')).length === 2;",
+                row(&id)
+            ),
+        )
+        .await
+        .expect("calls listed");
+    // ... then Twilio reports how they went.
     assert_eq!(
         fake.status_callback(&sid_to(FAMILY_PHONE), "completed")
             .await
@@ -617,7 +629,8 @@ async fn the_board_shows_who_was_called_and_whether_they_answered() {
             .status,
         200
     );
-    // The row lists each person called, the channel and the outcome (refreshed every 10 s).
+    // The row lists each person called, the channel and the outcome: the hub tells the
+    // board when a delivery changes (its periodic refresh, every 30 s, is too slow here).
     let chips = browser::wait_js_for(
         &board,
         "the call outcomes on the row",
@@ -625,7 +638,7 @@ async fn the_board_shows_who_was_called_and_whether_they_answered() {
             "const r = document.querySelector('{}'); if (!r) return null; const t = [...r.querySelectorAll('.deliveries .chip')].map(c => c.textContent); return t.includes('Li Na · 电话 · 已接听') && t.includes('Wang Wei · 电话 · 无人接听') ? t : null;",
             row(&id)
         ),
-        Duration::from_secs(25),
+        Duration::from_secs(5),
     )
     .await
     .expect("outcomes shown");

@@ -639,6 +639,7 @@ async fn websocket(
     let caller = &who.contact;
     // Subscribe before reading the backlog so nothing falls between the two.
     let mut live = state.alarms.bus.subscribe();
+    let mut deliveries = state.alarms.bus.subscribe_deliveries();
     let mut ended = state.credentials_ended.subscribe();
     let mut recheck = tokio::time::interval(WS_RECHECK);
     recheck.tick().await;
@@ -695,6 +696,23 @@ async fn websocket(
                 }
                 Err(RecvError::Closed) => break,
             },
+            changed = deliveries.recv() => {
+                // Staff boards show who was texted or called: tell them to look again.
+                // (Families are not shown deliveries; a missed one is caught by the
+                // board's periodic refresh.)
+                let Ok(alarm_id) = changed else { continue };
+                if caller.scope.is_family() {
+                    continue;
+                }
+                let Ok(alarm) = store.alarm(&alarm_id).await else { continue };
+                if !scope.covers(&alarm) {
+                    continue;
+                }
+                let msg = serde_json::json!({ "type": "delivery", "alarm_id": alarm_id });
+                if socket.send(Message::Text(msg.to_string().into())).await.is_err() {
+                    break;
+                }
+            }
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => {} // clients only listen; pings are answered by axum

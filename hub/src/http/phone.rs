@@ -137,10 +137,13 @@ pub(super) async fn status(
             _ => break,
         }
     }
-    match store
+    let recorded = store
         .delivery_provider_status(&id, cb.sid(), &status, now)
-        .await
-    {
+        .await;
+    if let Ok(Some(d)) = &recorded {
+        state.alarms.bus.delivery_changed(&d.alarm_id);
+    }
+    match recorded {
         Ok(Some(d)) if unreached && phone::elder_of(&d).is_some() => {
             // The elder did not pick up: tell the contacts now, not at the deadline.
             let elder = phone::elder_of(&d).unwrap_or_default().to_owned();
@@ -161,6 +164,7 @@ pub(super) async fn status(
             {
                 tracing::error!(error = %e, "recording an unreached delivery failed");
             }
+            state.alarms.bus.delivery_changed(&d.alarm_id);
             state.alarms.delivery_wake.notify_one();
         }
         Ok(_) => {}
