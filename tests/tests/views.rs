@@ -117,3 +117,71 @@ async fn the_summary_counts_overdue_alarms_and_times_acknowledgements() {
     assert_eq!(status, 403);
     hub.app.shutdown().await;
 }
+
+/// "A delivery changed" reaches staff boards in scope only: the village worker's board
+/// hears of the SMS and call outcomes of its alarm; another village's board and the
+/// family's page (which are not shown deliveries) hear nothing.
+#[tokio::test]
+async fn delivery_changes_reach_staff_boards_in_scope_only() {
+    use anxin_tests::fake_twilio::FakeTwilio;
+    let fake = FakeTwilio::start("AC00000000000000000000000000000001", "fake-auth-token").await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let twilio = fake.settings(&format!("http://127.0.0.1:{port}"));
+    let tweak: anxin_tests::Tweak = std::sync::Arc::new(move |s: &mut hub::Settings| {
+        s.http.listen = format!("127.0.0.1:{port}").parse().expect("addr");
+        s.twilio = Some(twilio.clone());
+    });
+    let hub = TestHub::spawn_tweaked(hub::clock::Clock::now(&hub::clock::SystemClock), tweak).await;
+    let now = hub::clock::Clock::now(&hub.clock);
+    let scope = hub::store::Scope::parse("village:v-1").expect("scope");
+    hub.app
+        .store
+        .upsert_contact(
+            "c-village-1",
+            "Wang Wei",
+            Some("+8613800000001"),
+            "village",
+            &scope,
+            0,
+            None,
+            "demo-village-1",
+            now,
+        )
+        .await
+        .expect("a phone for the village worker");
+    sqlx::query("UPDATE contacts SET channels = 'critical=sms' WHERE id = 'c-village-1'")
+        .execute(hub.app.store.pool())
+        .await
+        .expect("channels");
+    let mut mine = hub.ws("demo-village-1", None).await;
+    let mut other = hub.ws("demo-village-3", None).await;
+    let mut family = hub.ws("demo-family-1", None).await;
+
+    let id = hub.raise("demo-pendant-1", "sos").await;
+    let sms = fake.wait_for_messages(1, Duration::from_secs(10)).await;
+    let delivery = mine
+        .wait_for("a delivery message", |m| m["type"] == "delivery")
+        .await;
+    assert_eq!(delivery["alarm_id"], json!(id));
+    assert_eq!(
+        fake.status_callback(sms[0].sid(), "delivered").await.status,
+        200
+    );
+    mine.wait_for("the delivered status", |m| m["type"] == "delivery")
+        .await;
+    let (_, d) = hub
+        .api()
+        .get("demo-village-1", &format!("/api/alarms/{id}/deliveries"))
+        .await;
+    assert_eq!(d["deliveries"][0]["status"], "delivered", "{d}");
+    // Neither another village's board nor the family's page hears of it.
+    for (who, ws) in [("village-3", &mut other), ("family-1", &mut family)] {
+        while let Some(m) = ws.next_within(Duration::from_millis(500)).await {
+            assert_ne!(m["type"], "delivery", "{who} got {m}");
+        }
+    }
+    hub.app.shutdown().await;
+}
