@@ -216,6 +216,25 @@ impl FakeTwilio {
 
     /// Settings pointing the hub at this fake: its account, `api_base`, callbacks built on
     /// `public_base_url` (the hub's HTTP address in a test), a 2 s timeout.
+    /// Settings for a test hub whose SMS and calls come here: the hub's HTTP port is
+    /// reserved first, since callback URLs (and their signatures) are built from its
+    /// public address. `more` changes anything else (kept across restarts).
+    pub fn hub_tweak(
+        &self,
+        more: impl Fn(&mut hub::Settings) + Send + Sync + 'static,
+    ) -> crate::Tweak {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let settings = self.settings(&format!("http://127.0.0.1:{port}"));
+        Arc::new(move |s: &mut hub::Settings| {
+            s.http.listen = format!("127.0.0.1:{port}").parse().expect("addr");
+            s.twilio = Some(settings.clone());
+            more(s);
+        })
+    }
+
     pub fn settings(&self, public_base_url: &str) -> TwilioSettings {
         TwilioSettings {
             api_base: self.base_url(),

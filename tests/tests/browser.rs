@@ -549,15 +549,7 @@ async fn the_board_shows_who_was_called_and_whether_they_answered() {
     const FAMILY_PHONE: &str = "+8613800000002";
     let fake = FakeTwilio::start("AC00000000000000000000000000000001", "fake-auth-token").await;
     // The hub's public URL (for Twilio's callbacks) must be known before it starts.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let twilio = fake.settings(&format!("http://127.0.0.1:{port}"));
-    let tweak: anxin_tests::Tweak = std::sync::Arc::new(move |s: &mut hub::Settings| {
-        s.http.listen = format!("127.0.0.1:{port}").parse().expect("addr");
-        s.twilio = Some(twilio.clone());
-    });
+    let tweak = fake.hub_tweak(|_| {});
     let hub = TestHub::spawn_tweaked(hub::clock::Clock::now(&hub::clock::SystemClock), tweak).await;
     let now = hub::clock::Clock::now(&hub.clock);
     for (id, name, role, scope, phone, token) in [

@@ -4,7 +4,6 @@
 //! unanswered call falls back to an SMS. Twilio answering 500, then 429, then accepting
 //! sends exactly one SMS. Forged callbacks are refused. Time is the hub's manual clock.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anxin_tests::fake_twilio::{Endpoint, Failure, FakeTwilio, Signing};
@@ -17,19 +16,9 @@ const TOKEN: &str = "fake-twilio-auth-token";
 const VILLAGE_PHONE: &str = "+8613800000001";
 const FAMILY_PHONE: &str = "+8613800000002";
 
-/// A hub whose SMS and calls go to `fake`. The hub's public URL must be known before it
-/// starts (callback URLs and their signatures are built from it), so an HTTP port is
-/// reserved first.
+/// A hub whose SMS and calls go to `fake`.
 async fn hub_with_phones(fake: &FakeTwilio, channels: Option<&str>) -> TestHub {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let settings = fake.settings(&format!("http://127.0.0.1:{port}"));
-    let tweak: anxin_tests::Tweak = Arc::new(move |s: &mut hub::Settings| {
-        s.http.listen = format!("127.0.0.1:{port}").parse().expect("addr");
-        s.twilio = Some(settings.clone());
-    });
+    let tweak = fake.hub_tweak(|_| {});
     let hub = TestHub::spawn_tweaked(hub::clock::Clock::now(&hub::clock::SystemClock), tweak).await;
     set_phones(&hub, channels).await;
     hub
@@ -388,16 +377,7 @@ const TOWN_PHONE: &str = "+8613800000021";
 #[tokio::test]
 async fn at_night_the_on_duty_worker_is_called_and_no_answer_twice_brings_in_the_town() {
     let fake = FakeTwilio::start(SID, TOKEN).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let settings = fake.settings(&format!("http://127.0.0.1:{port}"));
-    let tweak: anxin_tests::Tweak = Arc::new(move |s: &mut hub::Settings| {
-        s.http.listen = format!("127.0.0.1:{port}").parse().expect("addr");
-        s.twilio = Some(settings.clone());
-    });
-    let hub = TestHub::spawn_tweaked(MONDAY_2200, tweak).await;
+    let hub = TestHub::spawn_tweaked(MONDAY_2200, fake.hub_tweak(|_| {})).await;
     let files = [
         (
             "contacts.csv",
@@ -546,10 +526,6 @@ const MONDAY_0900: i64 = 1_796_000_400_000;
 #[tokio::test]
 async fn an_inactivity_alarm_is_settled_by_the_elder_pressing_1() {
     let fake = FakeTwilio::start(SID, TOKEN).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
     // The built-in rules, without the dark-home rule (the test's other devices are silent).
     let rules_dir = tempfile::tempdir().expect("tempdir");
     let rules = rules_dir.path().join("rules.toml");
@@ -561,12 +537,7 @@ async fn an_inactivity_alarm_is_settled_by_the_elder_pressing_1() {
         ),
     )
     .expect("rules");
-    let settings = fake.settings(&format!("http://127.0.0.1:{port}"));
-    let tweak: anxin_tests::Tweak = Arc::new(move |s: &mut hub::Settings| {
-        s.http.listen = format!("127.0.0.1:{port}").parse().expect("addr");
-        s.twilio = Some(settings.clone());
-        s.rules.file = Some(rules.clone());
-    });
+    let tweak = fake.hub_tweak(move |s| s.rules.file = Some(rules.clone()));
     let hub = TestHub::spawn_tweaked(MONDAY_0900, tweak).await;
     set_phones(&hub, None).await;
     hub.app

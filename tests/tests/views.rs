@@ -125,15 +125,7 @@ async fn the_summary_counts_overdue_alarms_and_times_acknowledgements() {
 async fn delivery_changes_reach_staff_boards_in_scope_only() {
     use anxin_tests::fake_twilio::FakeTwilio;
     let fake = FakeTwilio::start("AC00000000000000000000000000000001", "fake-auth-token").await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let twilio = fake.settings(&format!("http://127.0.0.1:{port}"));
-    let tweak: anxin_tests::Tweak = std::sync::Arc::new(move |s: &mut hub::Settings| {
-        s.http.listen = format!("127.0.0.1:{port}").parse().expect("addr");
-        s.twilio = Some(twilio.clone());
-    });
+    let tweak = fake.hub_tweak(|_| {});
     let hub = TestHub::spawn_tweaked(hub::clock::Clock::now(&hub::clock::SystemClock), tweak).await;
     let now = hub::clock::Clock::now(&hub.clock);
     let scope = hub::store::Scope::parse("village:v-1").expect("scope");

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use alert_rules::Millis;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::Deserialize;
@@ -265,6 +266,14 @@ pub(super) async fn summary(
     let registered = store.device_ids_in(&scope).await?;
     let ids: Vec<String> = households.iter().map(|h| h.id.clone()).collect();
     let snapshots = state.rules.snapshot(ids).await.map_err(stopped)?;
+    let health: BTreeMap<(&str, &str), Option<Millis>> = snapshots
+        .iter()
+        .flat_map(|s| {
+            s.devices
+                .iter()
+                .map(move |d| ((s.household.as_str(), d.id.as_str()), d.offline_since))
+        })
+        .collect();
     let mut offline_devices = Vec::new();
     for (h, d) in &registered {
         let Some(v) = village_of.get(h.as_str()) else {
@@ -272,11 +281,7 @@ pub(super) async fn summary(
         };
         let r = rows.entry((*v).to_owned()).or_default();
         r.devices += 1;
-        let health = snapshots
-            .iter()
-            .find(|s| &s.household == h)
-            .and_then(|s| s.devices.iter().find(|x| &x.id == d));
-        if let Some(since) = health.and_then(|x| x.offline_since) {
+        if let Some(since) = health.get(&(h.as_str(), d.as_str())).copied().flatten() {
             r.devices_offline += 1;
             offline_devices
                 .push(json!({ "household_id": h, "device_id": d, "offline_since": since }));
