@@ -114,10 +114,6 @@ impl App {
         // Downstream first: rules, escalation, http. Then the broker, then ingest.
         let (priority_tx, priority_rx) = mpsc::channel(1024);
         let (normal_tx, normal_rx) = mpsc::channel(4096);
-        let lanes = crate::rules::Lanes {
-            priority: priority_tx,
-            normal: normal_tx,
-        };
         let (commands_tx, commands_rx) = mpsc::channel(64);
         let rules_handle = crate::rules::RulesHandle {
             commands: commands_tx,
@@ -132,6 +128,17 @@ impl App {
         )
         .await?;
         let processed = stage.processed.clone();
+        let lanes = crate::rules::Lanes {
+            priority: priority_tx,
+            normal: normal_tx,
+            progress: stage.progress.clone(),
+        };
+        let ingest_progress = Arc::new(crate::health::Progress::new("ingest"));
+        let health = crate::health::Health::new(
+            Duration::from_secs(settings.health.stall_after_secs.max(1)),
+            &[ingest_progress.clone(), stage.progress.clone()],
+        );
+        tracker.spawn(health.clone().watch(servers.clone()));
         let rules_task = tokio::spawn(stage.run(
             priority_rx,
             normal_rx,
@@ -170,7 +177,7 @@ impl App {
                     .with_context(|| format!("binding metrics on {addr}"))?;
                 let bound = l.local_addr()?;
                 let stop = servers.clone();
-                let app = crate::http::metrics_router(handle.clone());
+                let app = crate::http::metrics_router(handle.clone(), health.clone());
                 tracker.spawn(async move {
                     let served = axum::serve(l, app)
                         .with_graceful_shutdown(async move { stop.cancelled().await })
@@ -198,6 +205,7 @@ impl App {
             credentials_ended: tokio::sync::broadcast::channel(64).0,
             twilio: settings.twilio.clone().map(Arc::new),
             stopping: servers.clone(),
+            health,
         });
         let http_stop = servers.clone();
         tracker.spawn(async move {
@@ -238,6 +246,7 @@ impl App {
             store.clone(),
             clock,
             lanes,
+            ingest_progress,
             ready_tx,
             shutdown.clone(),
         ));

@@ -138,7 +138,7 @@ pub async fn start(
         next_connection_delay_ms: 0,
         connections,
     };
-    let protocol = AclV4::new(hub.client_id.clone(), kicks);
+    let protocol = AclV4::new(hub.client_id.clone(), kicks, settings.device_limits.clone());
     let mut server = Server::new(server_settings, router_tx, protocol);
     // Both hooks are ANXIN PATCHes to rumqttd: the peer address at accept and at CONNECT.
     server.set_accept_filter(move |peer: SocketAddr| sources.admit(peer.ip()));
@@ -637,27 +637,173 @@ impl Kicks {
     }
 }
 
-/// rumqttd's v4 codec with a per-connection topic ACL (see the module docs).
+/// rumqttd's v4 codec with a per-connection topic ACL and publish budget (see the module
+/// docs). One value per connection: rumqttd clones the template given to `Server::new`.
 #[derive(Debug, Clone)]
 pub struct AclV4 {
     inner: V4,
     /// The hub's own client id: unrestricted.
     hub_client_id: Arc<str>,
-    /// Set at CONNECT; every later packet on this connection is checked against it.
+    /// Set at the connection's one CONNECT (the one rumqttd authenticates) and never
+    /// changed: every later packet is checked against it, and a second CONNECT closes the
+    /// connection. (Overwriting it on a second CONNECT let a door contact in one home
+    /// speak as another home's pendant without its secret: issue 14, finding 1.)
     client_id: Option<String>,
     /// When this connection sent CONNECT (kicks older than that do not apply).
     connected_at: Option<std::time::Instant>,
     kicks: Kicks,
+    /// Every device's publish budget (none when limits are off), shared by all
+    /// connections, and the refusals after which a connection is closed.
+    budgets: Option<Arc<DeviceBudgets>>,
+    disconnect_after: u32,
+    /// This connection's side of its device's budget, made at CONNECT (none for the
+    /// hub's own client or when limits are off).
+    budget: Option<PublishBudget>,
 }
 
+use crate::config::DeviceLimitSettings;
+
+/// What becomes of a publish over its device's budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OverBudget {
+    /// Delivered to the hub as a `rate_limited` violation (at most one a second), so the
+    /// device is told.
+    Report,
+    /// Acknowledged to the device's MQTT client (QoS 1) but delivered nowhere.
+    Drop,
+    /// The device keeps flooding: close the connection.
+    Disconnect,
+}
+
+/// The publish budgets of all devices (GCRA, governor), keyed by device id and shared by
+/// every connection: a device that reconnects does not start with a fresh burst.
+/// (Measured with per-connection budgets: a flooder that reconnected 191 times in 4 s
+/// pushed ~57,000 heartbeats through, and another home's SOS waited 3.3 s.)
+pub(crate) struct DeviceBudgets<C: Clock = MonotonicClock> {
+    clock: C,
+    limiter: RateLimiter<String, HashMapStateStore<String>, C, NoOpMiddleware<C::Instant>>,
+    /// When budgets that are full again (devices within their rate) were last dropped.
+    swept_at: Mutex<C::Instant>,
+}
+
+impl<C: Clock> std::fmt::Debug for DeviceBudgets<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceBudgets")
+            .field("tracked", &self.limiter.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeviceBudgets<MonotonicClock> {
+    /// `None` when publishes are not limited (`publishes_per_sec = 0`).
+    fn new(limits: &DeviceLimitSettings) -> Option<Self> {
+        let rate = NonZeroU32::new(limits.publishes_per_sec)?;
+        let burst = NonZeroU32::new(limits.publish_burst).unwrap_or(rate);
+        Some(Self::with_clock(
+            Quota::per_second(rate).allow_burst(burst),
+            MonotonicClock,
+        ))
+    }
+}
+
+impl<C: Clock + Clone> DeviceBudgets<C> {
+    fn with_clock(quota: Quota, clock: C) -> Self {
+        Self {
+            limiter: RateLimiter::hashmap_with_clock(quota, clock.clone()),
+            swept_at: Mutex::new(clock.now()),
+            clock,
+        }
+    }
+
+    /// Draw one publish from `device`'s budget.
+    fn check(&self, device: &str) -> bool {
+        let now = self.clock.now();
+        if let Ok(mut at) = self.swept_at.lock() {
+            if Duration::from(now.duration_since(*at)) >= SWEEP_EVERY {
+                *at = now;
+                self.limiter.retain_recent();
+                self.limiter.shrink_to_fit();
+            }
+        }
+        self.limiter.check_key(&device.to_owned()).is_ok()
+    }
+}
+
+/// One connection's side of its device's budget: reports and disconnects.
+#[derive(Debug, Clone)]
+struct PublishBudget<C: Clock = MonotonicClock> {
+    budgets: Arc<DeviceBudgets<C>>,
+    device: String,
+    /// Refusals after which the connection is closed (0 = never), within `REFUSAL_WINDOW`.
+    disconnect_after: u32,
+    /// Start of the current refusal window and refusals in it.
+    window: Option<(C::Instant, u32)>,
+    /// When the last `rate_limited` report was let through.
+    reported_at: Option<C::Instant>,
+}
+
+/// The window over which refusals are counted towards a disconnect.
+const REFUSAL_WINDOW: Duration = Duration::from_secs(10);
+/// At most one `rate_limited` report per connection per this interval (a flood of
+/// refusals must not become a flood of error reports).
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+impl<C: Clock + Clone> PublishBudget<C> {
+    fn new(budgets: Arc<DeviceBudgets<C>>, device: &str, disconnect_after: u32) -> Self {
+        Self {
+            budgets,
+            device: device.to_owned(),
+            disconnect_after,
+            window: None,
+            reported_at: None,
+        }
+    }
+
+    /// `None` when the publish is within budget.
+    fn check(&mut self) -> Option<OverBudget> {
+        if self.budgets.check(&self.device) {
+            return None;
+        }
+        let now = self.budgets.clock.now();
+        let since = |at: C::Instant| Duration::from(now.duration_since(at));
+        let refused = match self.window {
+            Some((start, n)) if since(start) < REFUSAL_WINDOW => n + 1,
+            _ => {
+                self.window = Some((now, 0));
+                1
+            }
+        };
+        if let Some(w) = self.window.as_mut() {
+            w.1 = refused;
+        }
+        if self.disconnect_after > 0 && refused > self.disconnect_after {
+            return Some(OverBudget::Disconnect);
+        }
+        if self.reported_at.is_none_or(|at| since(at) >= REPORT_EVERY) {
+            self.reported_at = Some(now);
+            return Some(OverBudget::Report);
+        }
+        Some(OverBudget::Drop)
+    }
+}
+
+/// The subscriptions a device may make under its own prefix: the two topics the hub
+/// writes to and the two wildcards the contract allows for debugging. Anything else is
+/// pointed at one denied topic per device, so a device cannot make the broker keep an
+/// unbounded number of filters (each has its own log).
+const ALLOWED_SUBSCRIPTIONS: [&str; 4] = ["ack", "errors", "#", "+"];
+
 impl AclV4 {
-    pub fn new(hub_client_id: String, kicks: Kicks) -> Self {
+    pub fn new(hub_client_id: String, kicks: Kicks, limits: DeviceLimitSettings) -> Self {
         Self {
             inner: V4,
             hub_client_id: hub_client_id.into(),
             client_id: None,
             connected_at: None,
             kicks,
+            budgets: DeviceBudgets::new(&limits).map(Arc::new),
+            disconnect_after: limits.disconnect_after_refused,
+            budget: None,
         }
     }
 
@@ -669,6 +815,35 @@ impl AclV4 {
 
     fn is_hub(&self) -> bool {
         self.client_id.as_deref() == Some(&*self.hub_client_id)
+    }
+
+    /// The connection is closed: log (ids only) and count why.
+    fn close(&self, reason: &'static str, why: &str) -> ProtocolError {
+        metrics::counter!("anxin_mqtt_connections_closed_total", "reason" => reason).increment(1);
+        tracing::warn!(
+            device = self.client_id.as_deref().unwrap_or("-"),
+            reason,
+            "mqtt connection closed: {why}"
+        );
+        ProtocolError::InvalidProtocol
+    }
+
+    /// Re-route a device's publish to the hub's violation topic for this device, with
+    /// `code` and the original topic (and event id, if the payload names one).
+    fn to_violation(
+        &self,
+        publish: &mut rumqttd::protocol::Publish,
+        code: contract::ViolationCode,
+    ) {
+        let id = self.client_id.as_deref().unwrap_or_default();
+        let report = contract::Violation {
+            topic: String::from_utf8_lossy(&publish.topic).into_owned(),
+            code,
+            event_id: contract::event_id_of(&publish.payload),
+        };
+        publish.payload = Bytes::from(serde_json::to_vec(&report).unwrap_or_default());
+        publish.topic = Bytes::from(format!("{VIOLATIONS_PREFIX}{id}"));
+        publish.retain = false;
     }
 }
 
@@ -688,8 +863,22 @@ impl Protocol for AclV4 {
         }
         match &mut packet {
             Packet::Connect(connect, _, will, _, _) => {
+                if self.client_id.is_some() {
+                    // MQTT-3.1.0-2: a second CONNECT is a protocol violation. rumqttd
+                    // would ignore it; the identity stays the one authenticated.
+                    return Err(self.close(
+                        "second_connect",
+                        "a second CONNECT on one connection (MQTT-3.1.0-2)",
+                    ));
+                }
                 self.client_id = Some(connect.client_id.clone());
                 self.connected_at = Some(std::time::Instant::now());
+                if !self.is_hub() {
+                    self.budget = self
+                        .budgets
+                        .clone()
+                        .map(|b| PublishBudget::new(b, &connect.client_id, self.disconnect_after));
+                }
                 if let Some(will) = will {
                     if !self.is_hub()
                         && will.topic != contract::status_topic(&connect.client_id).as_bytes()
@@ -700,6 +889,34 @@ impl Protocol for AclV4 {
                 }
             }
             Packet::Publish(publish, _) if !self.is_hub() => {
+                if let Some(over) = self.budget.as_mut().and_then(PublishBudget::check) {
+                    metrics::counter!("anxin_mqtt_publishes_refused_total", "reason" => "rate")
+                        .increment(1);
+                    match over {
+                        OverBudget::Disconnect => {
+                            return Err(
+                                self.close("flood", "the device kept publishing over its budget")
+                            )
+                        }
+                        OverBudget::Report => {
+                            tracing::warn!(
+                                    device = self.client_id.as_deref().unwrap_or("-"),
+                                    "device publishes over its budget; refusing (reported at most once a second)"
+                                );
+                            self.to_violation(publish, contract::ViolationCode::RateLimited);
+                        }
+                        OverBudget::Drop => {
+                            // The router acknowledges a publish with an empty topic as
+                            // usual (QoS 1: the device's client is not left waiting for
+                            // a PUBACK) and stores it nowhere (ANXIN PATCH in rumqttd's
+                            // router).
+                            publish.topic = Bytes::new();
+                            publish.payload = Bytes::new();
+                            publish.retain = false;
+                        }
+                    }
+                    return Ok(packet);
+                }
                 let prefix = self.own_prefix().unwrap_or_default();
                 let topic = &publish.topic[..];
                 let own = !prefix.is_empty() && topic.starts_with(prefix.as_bytes());
@@ -708,25 +925,30 @@ impl Protocol for AclV4 {
                 } else {
                     &b""[..]
                 };
-                if !(own && (rest == b"events" || rest == b"status")) {
-                    let id = self.client_id.clone().unwrap_or_default();
-                    let original = String::from_utf8_lossy(topic).into_owned();
-                    let code = if own {
-                        "unknown_topic"
-                    } else {
-                        "topic_mismatch"
-                    };
-                    publish.payload = Bytes::from(
-                        serde_json::json!({ "topic": original, "code": code }).to_string(),
-                    );
-                    publish.topic = Bytes::from(format!("{VIOLATIONS_PREFIX}{id}"));
-                    publish.retain = false;
+                match rest {
+                    // The contract: events are never retained (a retained event would be
+                    // delivered again to the hub's ingest after every reconnect).
+                    b"events" => publish.retain = false,
+                    b"status" => {}
+                    _ => {
+                        let code = if own {
+                            contract::ViolationCode::UnknownTopic
+                        } else {
+                            contract::ViolationCode::TopicMismatch
+                        };
+                        self.to_violation(publish, code);
+                    }
                 }
             }
             Packet::Subscribe(subscribe, _) if !self.is_hub() => {
                 let prefix = self.own_prefix().unwrap_or_default();
                 for filter in &mut subscribe.filters {
-                    if prefix.is_empty() || !filter.path.starts_with(&prefix) {
+                    let allowed = !prefix.is_empty()
+                        && filter
+                            .path
+                            .strip_prefix(&prefix)
+                            .is_some_and(|rest| ALLOWED_SUBSCRIPTIONS.contains(&rest));
+                    if !allowed {
                         filter.path = format!(
                             "anxin/v1/denied/{}",
                             self.client_id.as_deref().unwrap_or("unknown")
@@ -769,6 +991,228 @@ mod tests {
             verifications: Default::default(),
             failures: Default::default(),
             delayed: Default::default(),
+        }
+    }
+
+    // ----- the codec: identity, retain, subscriptions, publish budget -----
+
+    use rumqttc::mqttbytes::v4 as wire;
+    use rumqttc::mqttbytes::QoS as WireQoS;
+
+    const HUB_ID: &str = "anxin-hub-test";
+
+    fn codec(limits: DeviceLimitSettings) -> AclV4 {
+        AclV4::new(HUB_ID.into(), Kicks::default(), limits)
+    }
+
+    fn no_limits() -> DeviceLimitSettings {
+        DeviceLimitSettings {
+            publishes_per_sec: 0,
+            ..DeviceLimitSettings::default()
+        }
+    }
+
+    fn connect_bytes(id: &str, password: &str) -> BytesMut {
+        let mut c = wire::Connect::new(id);
+        c.set_login(id, password);
+        let mut buf = BytesMut::new();
+        c.write(&mut buf).expect("encode connect");
+        buf
+    }
+
+    fn publish_bytes(topic: &str, payload: &str, pkid: u16, retain: bool) -> BytesMut {
+        let mut p = wire::Publish::new(topic, WireQoS::AtLeastOnce, payload);
+        p.pkid = pkid;
+        p.retain = retain;
+        let mut buf = BytesMut::new();
+        p.write(&mut buf).expect("encode publish");
+        buf
+    }
+
+    fn read(codec: &mut AclV4, mut bytes: BytesMut) -> Result<Packet, ProtocolError> {
+        codec.read_mut(&mut bytes, 64 * 1024)
+    }
+
+    fn published(packet: Result<Packet, ProtocolError>) -> rumqttd::protocol::Publish {
+        match packet {
+            Ok(Packet::Publish(p, _)) => p,
+            other => panic!("expected a publish, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_second_connect_closes_the_connection_and_the_identity_never_changes() {
+        // Regression (issue 14, finding 1): the second CONNECT used to re-bind the socket
+        // to whatever id it named, without any authentication.
+        let mut c = codec(no_limits());
+        assert!(read(&mut c, connect_bytes("demo-door-1", "own-secret")).is_ok());
+        let second = read(&mut c, connect_bytes("demo-pendant-3", "wrong"));
+        assert!(second.is_err(), "{second:?}");
+        assert_eq!(c.client_id.as_deref(), Some("demo-door-1"));
+        // Even if the link went on reading, the pendant's topic stays foreign to it.
+        let p = published(read(
+            &mut c,
+            publish_bytes("anxin/v1/devices/demo-pendant-3/events", "{}", 1, false),
+        ));
+        assert_eq!(&p.topic[..], b"anxin/v1/hub/violations/demo-door-1");
+    }
+
+    #[test]
+    fn a_connect_with_the_reserved_flag_set_is_refused() {
+        // MQTT-3.1.2-3. The flags byte of this CONNECT is at offset 9 (fixed header 2,
+        // protocol name 6, level 1).
+        let mut bytes = connect_bytes("demo-door-1", "x");
+        assert_eq!(bytes[9] & 1, 0);
+        bytes[9] |= 1;
+        assert!(read(&mut codec(no_limits()), bytes).is_err());
+    }
+
+    #[test]
+    fn events_are_never_retained_but_status_is() {
+        let mut c = codec(no_limits());
+        read(&mut c, connect_bytes("demo-door-1", "x")).expect("connect");
+        let p = published(read(
+            &mut c,
+            publish_bytes("anxin/v1/devices/demo-door-1/events", "{}", 1, true),
+        ));
+        assert!(!p.retain, "the retain flag on an event is cleared");
+        assert_eq!(&p.topic[..], b"anxin/v1/devices/demo-door-1/events");
+        let p = published(read(
+            &mut c,
+            publish_bytes(
+                "anxin/v1/devices/demo-door-1/status",
+                r#"{"state":"online"}"#,
+                2,
+                true,
+            ),
+        ));
+        assert!(p.retain, "status stays retained (the contract asks for it)");
+    }
+
+    #[test]
+    fn devices_subscribe_only_to_their_own_four_filters() {
+        let mut c = codec(no_limits());
+        read(&mut c, connect_bytes("d-1", "x")).expect("connect");
+        let paths = [
+            "anxin/v1/devices/d-1/ack",
+            "anxin/v1/devices/d-1/errors",
+            "anxin/v1/devices/d-1/#",
+            "anxin/v1/devices/d-1/+",
+            "anxin/v1/devices/d-1/x-17",
+            "anxin/v1/devices/d-2/ack",
+            "#",
+        ];
+        let sub = wire::Subscribe::new_many(
+            paths
+                .iter()
+                .map(|p| wire::SubscribeFilter::new(p.to_string(), WireQoS::AtLeastOnce)),
+        );
+        let mut buf = BytesMut::new();
+        let mut sub = sub;
+        sub.pkid = 3;
+        sub.write(&mut buf).expect("encode subscribe");
+        let Ok(Packet::Subscribe(s, _)) = read(&mut c, buf) else {
+            panic!("subscribe");
+        };
+        let got: Vec<&str> = s.filters.iter().map(|f| f.path.as_str()).collect();
+        let denied = "anxin/v1/denied/d-1";
+        assert_eq!(
+            got,
+            [&paths[..4], &[denied, denied, denied][..]].concat(),
+            "anything else points at one denied topic per device"
+        );
+    }
+
+    #[test]
+    fn a_device_over_its_publish_budget_is_refused_reported_once_and_then_disconnected() {
+        let limits = DeviceLimitSettings {
+            publishes_per_sec: 1,
+            publish_burst: 3,
+            disconnect_after_refused: 5,
+        };
+        let mut c = codec(limits);
+        read(&mut c, connect_bytes("d-1", "x")).expect("connect");
+        // On governor's fake clock (nothing refills unless the test says so).
+        let clock = governor::clock::FakeRelativeClock::default();
+        let quota = |burst: u32| {
+            Quota::per_second(NonZeroU32::MIN).allow_burst(NonZeroU32::new(burst).expect("burst"))
+        };
+        let budgets = Arc::new(DeviceBudgets::with_clock(quota(3), clock.clone()));
+        let mut budget = PublishBudget::new(budgets.clone(), "d-1", 5);
+        let mut verdicts = Vec::new();
+        for _ in 0..9 {
+            verdicts.push(budget.check());
+        }
+        use OverBudget::*;
+        assert_eq!(
+            verdicts,
+            [
+                None,
+                None,
+                None,
+                Some(Report),
+                Some(Drop),
+                Some(Drop),
+                Some(Drop),
+                Some(Drop),
+                Some(Disconnect)
+            ]
+        );
+        // Reconnecting does not refill the budget (it is the device's, not the
+        // connection's); another device has its own.
+        let mut again = PublishBudget::new(budgets.clone(), "d-1", 5);
+        assert_eq!(again.check(), Some(Report));
+        let mut other = PublishBudget::new(budgets, "d-2", 5);
+        assert_eq!(other.check(), None);
+        // A second later one more is allowed, and a refusal is reported again.
+        let budgets = Arc::new(DeviceBudgets::with_clock(quota(1), clock.clone()));
+        let mut budget = PublishBudget::new(budgets, "d-1", 0);
+        assert_eq!(budget.check(), None);
+        assert_eq!(budget.check(), Some(Report));
+        assert_eq!(budget.check(), Some(Drop));
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(budget.check(), None);
+        assert_eq!(budget.check(), Some(Report));
+        for _ in 0..100 {
+            assert_ne!(budget.check(), Some(Disconnect), "0 = never disconnect");
+        }
+
+        // Through the codec (real clock, burst 3): the 4th publish at once becomes a
+        // `rate_limited` violation naming its event id, the 5th is dropped (empty topic:
+        // acknowledged, delivered nowhere).
+        let events = "anxin/v1/devices/d-1/events";
+        for i in 1..=3 {
+            let p = published(read(&mut c, publish_bytes(events, "{}", i, false)));
+            assert_eq!(&p.topic[..], events.as_bytes());
+        }
+        let p = published(read(
+            &mut c,
+            publish_bytes(events, r#"{"event_id":"e-4"}"#, 4, false),
+        ));
+        assert_eq!(&p.topic[..], b"anxin/v1/hub/violations/d-1");
+        let v: contract::Violation = serde_json::from_slice(&p.payload).expect("violation");
+        assert_eq!(v.code, contract::ViolationCode::RateLimited);
+        assert_eq!(v.event_id.as_deref(), Some("e-4"));
+        assert_eq!(v.topic, events);
+        let p = published(read(&mut c, publish_bytes(events, "{}", 5, false)));
+        assert!(p.topic.is_empty() && p.payload.is_empty());
+    }
+
+    #[test]
+    fn the_hubs_own_client_has_no_budget_and_no_acl() {
+        let limits = DeviceLimitSettings {
+            publishes_per_sec: 1,
+            publish_burst: 1,
+            disconnect_after_refused: 1,
+        };
+        let mut c = codec(limits);
+        read(&mut c, connect_bytes(HUB_ID, "x")).expect("connect");
+        for i in 1..=50 {
+            let p = published(read(
+                &mut c,
+                publish_bytes("anxin/v1/devices/d-1/ack", "{}", i, false),
+            ));
+            assert_eq!(&p.topic[..], b"anxin/v1/devices/d-1/ack");
         }
     }
 

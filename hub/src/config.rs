@@ -24,6 +24,27 @@ pub struct Settings {
     /// `[twilio]`: SMS and voice through Twilio. Absent = Twilio off (no SMS, no calls).
     #[serde(default)]
     pub twilio: Option<crate::twilio::TwilioSettings>,
+    /// `[health]`: when `/healthz` reports a stalled pipeline.
+    #[serde(default)]
+    pub health: HealthSettings,
+}
+
+/// The pipeline watchdog behind `/healthz` (see `crate::health`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct HealthSettings {
+    /// A stage that has work waiting and finishes none of it for this long is stalled:
+    /// `/healthz` answers 503 and the stall is logged and counted. Longer than any
+    /// legitimate pause (a database retry backs off for at most 5 s at a time).
+    pub stall_after_secs: u64,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        Self {
+            stall_after_secs: 20,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,6 +61,40 @@ pub struct MqttSettings {
     /// Limits per source address on device connections (`[mqtt.source_limits]`).
     #[serde(default)]
     pub source_limits: SourceLimitSettings,
+    /// Limits per device connection on what it publishes (`[mqtt.device_limits]`).
+    #[serde(default)]
+    pub device_limits: DeviceLimitSettings,
+}
+
+/// A publish budget per device connection (docs/security.md, issue 14 finding 3). One
+/// device flooding valid messages (5.86 M heartbeats in 60 s, measured) held back every
+/// other home's SOS by 18-23 s: ingest and the rules stage serve all devices in turn, so
+/// one device's share must be bounded before its messages reach them. The budget is a
+/// token bucket checked in the broker's codec: an over-budget publish is acknowledged to
+/// the device's MQTT client but delivered nowhere, counted, and at most once a second
+/// reported on the device's `errors` topic with code `rate_limited` (the device retries a
+/// critical event until it is acknowledged, as the contract asks). A device that goes on
+/// flooding is disconnected.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct DeviceLimitSettings {
+    /// Publishes one device connection may make per second, sustained. 0 = no limit.
+    /// A sensor sends a few messages a minute; 10 a second is far above any real one.
+    pub publishes_per_sec: u32,
+    /// ...and at once: a device flushing events it buffered while offline.
+    pub publish_burst: u32,
+    /// Refused publishes within 10 s after which the connection is closed. 0 = never.
+    pub disconnect_after_refused: u32,
+}
+
+impl Default for DeviceLimitSettings {
+    fn default() -> Self {
+        Self {
+            publishes_per_sec: 10,
+            publish_burst: 300,
+            disconnect_after_refused: 1_000,
+        }
+    }
 }
 
 /// Limits per source address on the MQTT listener (docs/security.md T3, T10). A source is
@@ -180,6 +235,7 @@ impl Default for Settings {
                 segment_bytes: 16 * 1024 * 1024,
                 segment_count: 4,
                 source_limits: SourceLimitSettings::default(),
+                device_limits: DeviceLimitSettings::default(),
             },
             http: HttpSettings {
                 listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
@@ -218,6 +274,7 @@ impl Default for Settings {
             },
             webhook: None,
             twilio: None,
+            health: HealthSettings::default(),
         }
     }
 }

@@ -13,6 +13,7 @@
 //! - [`http`]: REST + websocket; every request asks [`authz`] (the one place that decides
 //!   who may see and do what, and audits refusals).
 //! - [`store`]: the only module with SQL.
+//! - [`health`]: the watchdog behind `/healthz` (is each stage making progress?).
 //! - [`app`]: wiring; [`cli`]: the `hub` command; [`config`]: settings; [`clock`]: injected time.
 //! - [`rules_tool`]: `hub rules check` / `hub rules test` — validate a rules file, replay a
 //!   recorded device stream through it on virtual time (supervisor tooling, no hub needed).
@@ -27,6 +28,7 @@ pub mod config;
 pub mod delivery;
 pub mod demo;
 pub mod escalation;
+pub mod health;
 pub mod http;
 pub mod import;
 pub mod ingest;

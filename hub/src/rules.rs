@@ -50,6 +50,8 @@ pub struct Input {
 pub struct Lanes {
     pub priority: mpsc::Sender<Input>,
     pub normal: mpsc::Sender<Input>,
+    /// The rules stage's progress: inputs handed over are counted here (`/healthz`).
+    pub progress: Arc<crate::health::Progress>,
 }
 
 impl Lanes {
@@ -68,10 +70,12 @@ impl Lanes {
     /// Hand an observation to the stage (waits while the lane is full: backpressure).
     pub async fn send(&self, input: Input) -> Result<(), mpsc::error::SendError<Input>> {
         if input.critical.is_some() || Self::is_priority(&input.obs.signal) {
-            self.priority.send(input).await
+            self.priority.send(input).await?;
         } else {
-            self.normal.send(input).await
+            self.normal.send(input).await?;
         }
+        self.progress.accepted();
+        Ok(())
     }
 }
 
@@ -239,6 +243,9 @@ pub struct RulesStage {
     /// Observations fully handled (decisions applied): lets tests and operators see the
     /// stage keep up with ingest.
     pub processed: Arc<AtomicU64>,
+    /// `processed` plus the inputs handed over and other work done, for the watchdog
+    /// behind `/healthz` (a tick applying many decisions is progress too).
+    pub progress: Arc<crate::health::Progress>,
     pub alarms: AlarmService,
     pub tick_every: Duration,
     pub save_every: Duration,
@@ -279,9 +286,14 @@ impl RulesStage {
         for (h, d) in alarms.store.active_devices().await? {
             engine.watch_device(&h, &d, now);
         }
+        let processed = Arc::new(AtomicU64::new(0));
         Ok(Self {
             engine,
-            processed: Arc::new(AtomicU64::new(0)),
+            progress: Arc::new(crate::health::Progress::with_done(
+                "rules",
+                processed.clone(),
+            )),
+            processed,
             alarms,
             tick_every,
             save_every,
@@ -345,6 +357,7 @@ impl RulesStage {
         };
         self.handle(msg).await;
         self.processed.fetch_add(1, Ordering::Release);
+        self.progress.finished();
         metrics::counter!("anxin_observations_processed_total", "source" => source).increment(1);
     }
 
@@ -509,6 +522,7 @@ impl RulesStage {
         let now = self.alarms.now();
         for d in self.engine.tick(now) {
             self.apply_or_retry(&d).await;
+            self.progress.worked();
             while let Ok(msg) = priority.try_recv() {
                 self.handle_counted(msg).await;
             }

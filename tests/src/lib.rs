@@ -7,6 +7,7 @@
 
 pub mod browser;
 pub mod fake_twilio;
+pub mod process;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -4,88 +4,19 @@
 //! failpoints that stop it at the exact instant under test.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
+use anxin_tests::process::{count, free_port, HubProcess};
 use anxin_tests::{PATIENCE, SECRET};
 use device_sim::{payload, Device, DeviceConfig, FromHub};
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 fn hub_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_hub-under-test"))
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// Start the hub binary; returns once it logged "hub started". With `failpoint`, it
-/// reports on stderr when the failpoint is reached; the returned receiver gets those lines.
-async fn start_hub(
-    dir: &Path,
-    mqtt_port: u16,
-    failpoint: Option<&str>,
-) -> (Child, tokio::sync::mpsc::UnboundedReceiver<String>) {
-    let mut cmd = Command::new(hub_binary());
-    cmd.arg("--demo")
-        .env(
-            "HUB_DATABASE_URL",
-            format!("sqlite://{}", dir.join("anxin.db").display()),
-        )
-        .env("HUB_MQTT__LISTEN", format!("127.0.0.1:{mqtt_port}"))
-        .env("HUB_HTTP__LISTEN", "127.0.0.1:0")
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    match failpoint {
-        Some(f) => cmd.env("ANXIN_FAILPOINT", f),
-        None => cmd.env_remove("ANXIN_FAILPOINT"),
-    };
-    let mut child = cmd.spawn().expect("hub binary starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let _ = tx.send(line);
-        }
-    });
-    wait_line(&mut rx, "hub started", Duration::from_secs(30)).await;
-    (child, rx)
-}
-
-async fn wait_line(
-    rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
-    needle: &str,
-    within: Duration,
-) -> String {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(line)) if line.contains(needle) => return line,
-            Ok(Some(_)) => continue,
-            other => panic!("hub never printed {needle:?} ({other:?})"),
-        }
-    }
-}
-
-async fn count(dir: &Path, sql: &str) -> i64 {
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.join("anxin.db").display()))
-        .await
-        .expect("db");
-    let n: i64 = sqlx::query_scalar(sql)
-        .fetch_one(&pool)
-        .await
-        .expect("query");
-    pool.close().await;
-    n
+async fn start_hub(dir: &Path, port: u16, failpoint: Option<&str>) -> HubProcess {
+    HubProcess::start(&hub_binary(), dir, port, failpoint, &[]).await
 }
 
 /// Kill the hub at `failpoint` while it handles an SOS, restart it, and check that the
@@ -93,7 +24,7 @@ async fn count(dir: &Path, sql: &str) -> i64 {
 async fn killed_at(failpoint: &str, expect_result: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let (mut hub, mut log) = start_hub(dir.path(), port, Some(failpoint)).await;
+    let mut hub = start_hub(dir.path(), port, Some(failpoint)).await;
 
     let mut cfg = DeviceConfig::new("127.0.0.1", port, "demo-pendant-1", SECRET);
     // Longer than a debug-build hub needs to commit and ack, so that a retry after the
@@ -110,16 +41,11 @@ async fn killed_at(failpoint: &str, expect_result: &str) {
         (dev, ack)
     });
 
-    wait_line(
-        &mut log,
-        &format!("FAILPOINT {failpoint} {event_id}"),
-        PATIENCE,
-    )
-    .await;
-    hub.start_kill().expect("kill");
-    let _ = hub.wait().await;
+    hub.wait_line(&format!("FAILPOINT {failpoint} {event_id}"), PATIENCE)
+        .await;
+    hub.kill().await;
 
-    let (mut hub, _log) = start_hub(dir.path(), port, None).await;
+    let mut hub = start_hub(dir.path(), port, None).await;
     let (dev, ack) = sending.await.expect("sender task");
     let ack = ack.expect("SOS acknowledged after the restart");
     assert_eq!(ack["result"], expect_result, "{ack}");
@@ -140,8 +66,7 @@ async fn killed_at(failpoint: &str, expect_result: &str) {
     }
     assert_eq!(acks_for_first, 1, "exactly one acknowledgement for the SOS");
     dev.disconnect().await;
-    hub.start_kill().expect("kill");
-    let _ = hub.wait().await;
+    hub.kill().await;
 
     assert_eq!(
         count(dir.path(), "SELECT COUNT(*) FROM alarms").await,

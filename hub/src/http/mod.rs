@@ -56,6 +56,8 @@ pub struct AppState {
     /// Cancelled when the hub stops: open websockets are closed (1012, "service restart")
     /// so pages reconnect and catch up, instead of outliving the server.
     pub stopping: tokio_util::sync::CancellationToken,
+    /// Whether ingest and the rules stage are making progress (`/healthz`).
+    pub health: crate::health::Health,
 }
 
 /// How often an open websocket checks that its credential still holds (expiry, or an
@@ -83,7 +85,7 @@ pub fn router(state: AppState) -> Router {
     };
     Router::new()
         .merge(sim)
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/", get(pages::root))
         .route("/login", get(pages::login))
@@ -179,9 +181,16 @@ async fn fallback(uri: axum::http::Uri) -> Response {
 }
 
 /// The router of the separate metrics listener (`[http] metrics_listen`).
-pub fn metrics_router(handle: Arc<PrometheusHandle>) -> Router {
+pub fn metrics_router(handle: Arc<PrometheusHandle>, health: crate::health::Health) -> Router {
+    let health = Arc::new(health);
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/healthz",
+            get(move || {
+                let h = health.clone();
+                async move { health_response(&h) }
+            }),
+        )
         .route(
             "/metrics",
             get(move || {
@@ -189,6 +198,29 @@ pub fn metrics_router(handle: Arc<PrometheusHandle>) -> Router {
                 async move { h.render() }
             }),
         )
+}
+
+/// `ok` (200) while every watched stage makes progress; 503 with the stalled stages
+/// otherwise (docs/operations.md).
+async fn healthz(State(state): State<AppState>) -> Response {
+    health_response(&state.health)
+}
+
+fn health_response(health: &crate::health::Health) -> Response {
+    if health.is_healthy() {
+        return "ok".into_response();
+    }
+    let stages = health.stages();
+    let stalled: Vec<&str> = stages
+        .iter()
+        .filter(|s| s.stalled)
+        .map(|s| s.stage)
+        .collect();
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(serde_json::json!({ "status": "stalled", "stalled": stalled, "stages": stages })),
+    )
+        .into_response()
 }
 
 fn header_layer(

@@ -6,7 +6,7 @@
 //! Unknown *extra* fields are ignored so that v1 can grow without breaking devices.
 
 use alert_rules::Signal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// Largest event payload the hub accepts, in bytes.
@@ -110,6 +110,9 @@ pub enum ErrorCode {
     UnknownDevice,
     /// A valid event of a kind this device's kind may not send (see `kinds::TABLE`).
     KindNotAllowed,
+    /// The device published over its budget (`[mqtt.device_limits]`); the message was
+    /// not delivered.
+    RateLimited,
 }
 
 impl ErrorCode {
@@ -128,8 +131,62 @@ impl ErrorCode {
             ErrorCode::TopicMismatch => "topic_mismatch",
             ErrorCode::UnknownDevice => "unknown_device",
             ErrorCode::KindNotAllowed => "kind_not_allowed",
+            ErrorCode::RateLimited => "rate_limited",
         }
     }
+}
+
+/// Why the broker's ACL layer (`crate::broker::AclV4`) re-routed a device's publish to
+/// the violations topic instead of delivering it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ViolationCode {
+    /// Under the device's own prefix, but not `events` or `status`.
+    UnknownTopic,
+    /// Under another device's prefix, or outside the device space.
+    TopicMismatch,
+    /// Over the device's publish budget.
+    RateLimited,
+}
+
+impl ViolationCode {
+    pub fn error_code(self) -> ErrorCode {
+        match self {
+            ViolationCode::UnknownTopic => ErrorCode::UnknownTopic,
+            ViolationCode::TopicMismatch => ErrorCode::TopicMismatch,
+            ViolationCode::RateLimited => ErrorCode::RateLimited,
+        }
+    }
+}
+
+/// The payload of a re-routed publish on `anxin/v1/hub/violations/<device>`: written by
+/// the broker's ACL layer, read by ingest. Never seen by devices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Violation {
+    /// The topic the device published on.
+    pub topic: String,
+    pub code: ViolationCode,
+    /// The refused message's event id, when its payload names a valid one: the device
+    /// can tell which event to send again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+}
+
+/// The valid `event_id` of a payload, if it has one (for error reports on messages that
+/// are refused before they are parsed as events). Larger payloads are not parsed.
+pub fn event_id_of(payload: &[u8]) -> Option<String> {
+    if payload.len() > MAX_PAYLOAD_BYTES {
+        return None;
+    }
+    #[derive(Deserialize)]
+    struct Head<'a> {
+        #[serde(borrow)]
+        event_id: Option<std::borrow::Cow<'a, str>>,
+    }
+    let head: Head = serde_json::from_slice(payload).ok()?;
+    head.event_id
+        .filter(|id| is_token(id))
+        .map(|id| id.into_owned())
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -236,7 +293,7 @@ pub fn parse_event(payload: &[u8]) -> Result<DeviceEvent, Rejection> {
         )));
     }
     let ts = get_str(&obj, "ts").map_err(with_id)?.to_owned();
-    if time::OffsetDateTime::parse(&ts, &time::format_description::well_known::Rfc3339).is_err() {
+    if !is_rfc3339(&ts) {
         return Err(with_id(Rejection::new(
             ErrorCode::InvalidValue,
             format!("field `ts` must be an RFC 3339 timestamp with offset, e.g. 2026-11-29T08:30:00+08:00, got {ts:?}"),
@@ -459,6 +516,13 @@ fn exactly_one(obj: &Map<String, Value>, first: &str, second: &str) -> Result<bo
 }
 
 /// 1-64 characters of `A-Z a-z 0-9 . _ : -` (event ids, carer ids).
+/// RFC 3339 with an offset. The `time` crate's parser accepts any single byte where the
+/// date and time meet (`2026-11-29X08:30:00Z`); RFC 3339 allows only `T` (or `t`).
+fn is_rfc3339(ts: &str) -> bool {
+    matches!(ts.as_bytes().get(10), Some(b'T' | b't'))
+        && time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339).is_ok()
+}
+
 fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
@@ -659,6 +723,19 @@ mod tests {
             r#"{"v":1,"event_id":"e","ts":"yesterday","kind":"sos"}"#,
             ErrorCode::InvalidValue,
         );
+        // Only `T` (or `t`) joins date and time (the time crate took any byte).
+        for joint in ["X", " ", "_", "0"] {
+            bad(
+                &format!(
+                    r#"{{"v":1,"event_id":"e","ts":"2026-11-29{joint}08:30:00Z","kind":"sos"}}"#
+                ),
+                ErrorCode::InvalidValue,
+            );
+        }
+        assert!(parse_event(
+            r#"{"v":1,"event_id":"e","ts":"2026-11-29t08:30:00z","kind":"sos"}"#.as_bytes()
+        )
+        .is_ok());
         bad(
             r#"{"v":1,"event_id":"bad id!","ts":"2026-11-29T08:30:00Z","kind":"sos"}"#,
             ErrorCode::InvalidValue,

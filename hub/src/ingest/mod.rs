@@ -11,6 +11,7 @@ pub mod contract;
 pub mod kinds;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use alert_rules::{Observation, Signal};
@@ -19,9 +20,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
+use crate::health::Progress;
 use crate::rules::{CriticalEvent, Input, Lanes, Outcome};
 use crate::store::Store;
-use contract::{Ack, AckResult, DeviceId, ErrorCode, ErrorReport, Inbound, Rejection};
+use contract::{
+    Ack, AckResult, DeviceId, ErrorCode, ErrorReport, Inbound, Rejection, ViolationCode,
+};
 use kinds::{Policy, Verdict};
 
 /// How to reach the broker.
@@ -55,11 +59,19 @@ const FILTERS: [&str; 3] = [
 /// a slow rules stage applies backpressure to the broker instead of stalling keep-alives.
 /// `ready` fires once the hub's subscriptions are in place: rumqttd drops messages that
 /// match no subscriber, so devices should not be told the hub is up before that.
+///
+/// Nothing here waits on a queue that only this task drains: the handler never awaits
+/// the MQTT client's request queue (which only `eventloop.poll()` empties) while the
+/// event loop may be waiting for the handler. Error reports are sent with `try_publish`
+/// and dropped (counted) when that queue is full; acknowledgements wait off the handler.
+/// (Both awaiting each other's full queue deadlocked ingest for good after ~5,000 bad
+/// messages in 20 ms: issue 14, finding 2.)
 pub async fn run(
     conn: BrokerConnection,
     store: Store,
     clock: SharedClock,
     rules: Lanes,
+    progress: Arc<Progress>,
     ready: oneshot::Sender<()>,
     cancel: CancellationToken,
 ) {
@@ -82,6 +94,7 @@ pub async fn run(
         rules,
         devices: HashMap::new(),
         devices_generation: 0,
+        progress: progress.clone(),
     };
     let worker = tokio::spawn(handler.run(msg_rx));
 
@@ -109,6 +122,7 @@ pub async fn run(
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 metrics::counter!("anxin_ingest_messages_total").increment(1);
+                progress.accepted();
                 if msg_tx.send(p).await.is_err() {
                     break;
                 }
@@ -141,6 +155,8 @@ struct Handler {
     devices: HashMap<String, Known>,
     /// The store's `devices_generation` that `devices` was filled under.
     devices_generation: u64,
+    /// Messages handled, for the watchdog behind `/healthz`.
+    progress: Arc<Progress>,
 }
 
 /// An active device, as cached.
@@ -163,6 +179,7 @@ impl Handler {
     async fn run(mut self, mut rx: mpsc::Receiver<Publish>) {
         while let Some(p) = rx.recv().await {
             self.handle(p).await;
+            self.progress.finished_own();
         }
     }
 
@@ -171,7 +188,7 @@ impl Handler {
         match contract::classify_topic(&topic) {
             Inbound::Events(device) => match contract::parse_event(&p.payload) {
                 Ok(ev) => self.event(device, ev, &topic).await,
-                Err(rej) => self.reject(Some(&device), &topic, rej).await,
+                Err(rej) => self.reject(Some(&device), &topic, rej),
             },
             Inbound::Status(device) => {
                 if p.payload.is_empty() {
@@ -184,31 +201,26 @@ impl Handler {
                             self.observe(known.household, device, signal, None).await;
                         }
                     }
-                    Err(rej) => self.reject(Some(&device), &topic, rej).await,
+                    Err(rej) => self.reject(Some(&device), &topic, rej),
                 }
             }
             Inbound::Violation(device) => {
-                // Written by the broker's ACL layer: {"topic": <original>, "code": <why>}.
-                let v = serde_json::from_slice::<serde_json::Value>(&p.payload).unwrap_or_default();
-                let original = v
-                    .get("topic")
-                    .and_then(|t| t.as_str())
-                    .unwrap_or_default()
-                    .to_owned();
-                let rej = if v.get("code").and_then(|c| c.as_str()) == Some("unknown_topic") {
-                    Rejection {
-                        code: ErrorCode::UnknownTopic,
-                        reason: format!("devices publish only on anxin/v1/devices/{device}/events and .../status; the message was not delivered"),
-                        event_id: None,
-                    }
-                } else {
-                    Rejection {
-                        code: ErrorCode::TopicMismatch,
-                        reason: format!("device {device} may only publish under anxin/v1/devices/{device}/; the message was not delivered"),
-                        event_id: None,
-                    }
+                // Written by the broker's ACL layer (`broker::AclV4`), never by a device.
+                let Ok(v) = serde_json::from_slice::<contract::Violation>(&p.payload) else {
+                    tracing::error!(device = %device, "unreadable violation report from the broker");
+                    return;
                 };
-                self.reject(Some(&device), &original, rej).await;
+                let reason = match v.code {
+                    ViolationCode::UnknownTopic => format!("devices publish only on anxin/v1/devices/{device}/events and .../status; the message was not delivered"),
+                    ViolationCode::TopicMismatch => format!("device {device} may only publish under anxin/v1/devices/{device}/; the message was not delivered"),
+                    ViolationCode::RateLimited => "the device publishes faster than its budget allows; this and further messages over the budget were not delivered (send critical events again until acknowledged)".into(),
+                };
+                let rej = Rejection {
+                    code: v.code.error_code(),
+                    reason,
+                    event_id: v.event_id,
+                };
+                self.reject(Some(&device), &v.topic, rej);
             }
             Inbound::Unknown(device) => {
                 let rej = Rejection {
@@ -217,7 +229,7 @@ impl Handler {
                         .into(),
                     event_id: None,
                 };
-                self.reject(device.as_ref(), &topic, rej).await;
+                self.reject(device.as_ref(), &topic, rej);
             }
         }
     }
@@ -255,7 +267,7 @@ impl Handler {
             reason: format!("device {device} is not registered or was revoked"),
             event_id: None,
         };
-        self.reject(Some(device), topic, rej).await;
+        self.reject(Some(device), topic, rej);
         None
     }
 
@@ -280,7 +292,7 @@ impl Handler {
             }
             Verdict::Refused => {
                 let rej = known.policy.refusal(ev.kind, &ev.event_id);
-                self.reject(Some(&device), topic, rej).await;
+                self.reject(Some(&device), topic, rej);
                 return;
             }
         }
@@ -354,7 +366,7 @@ impl Handler {
         self.rules.send(Input { obs, critical }).await.is_ok()
     }
 
-    async fn reject(&self, device: Option<&DeviceId>, topic: &str, rej: Rejection) {
+    fn reject(&self, device: Option<&DeviceId>, topic: &str, rej: Rejection) {
         metrics::counter!("anxin_payload_rejected_total", "code" => rej.code.as_str()).increment(1);
         // Ids and the reason only: payloads may contain personal data and are never logged.
         tracing::warn!(device = device.map(|d| d.as_str()), code = rej.code.as_str(), reason = %rej.reason, "device message rejected");
@@ -367,17 +379,17 @@ impl Handler {
             topic,
         };
         let body = serde_json::to_vec(&report).unwrap_or_default();
-        if let Err(e) = self
-            .client
-            .publish(
-                contract::errors_topic(device.as_str()),
-                QoS::AtLeastOnce,
-                false,
-                body,
-            )
-            .await
-        {
-            tracing::warn!(error = %e, "error report publish failed");
+        // Never awaited: the request queue is drained only by the event loop, which may be
+        // waiting for this handler. A full queue means a burst of bad input; the reports
+        // are the least important messages the hub sends, so they are dropped and counted.
+        if let Err(e) = self.client.try_publish(
+            contract::errors_topic(device.as_str()),
+            QoS::AtLeastOnce,
+            false,
+            body,
+        ) {
+            metrics::counter!("anxin_error_reports_dropped_total").increment(1);
+            tracing::debug!(error = %e, "error report dropped: the outgoing queue is full");
         }
     }
 }

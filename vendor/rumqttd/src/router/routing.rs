@@ -1192,6 +1192,14 @@ fn append_to_commitlog(
     notifications: &mut VecDeque<(ConnectionId, DataRequest)>,
     connections: &mut Slab<Connection>,
 ) -> Result<Offset, RouterError> {
+    // ANXIN PATCH: a publish the hub's codec refused (over the device's publish budget,
+    // hub/src/broker.rs) arrives with an empty topic, which no client can send (the
+    // codec re-routes every device topic it does not allow). It has already been
+    // acknowledged like any other; it is stored nowhere and creates no filter.
+    if publish.topic.is_empty() {
+        return Ok((0, 0));
+    }
+
     let connection = connections.get_mut(id).unwrap();
 
     let topic_alias = properties.as_mut().and_then(|p| {

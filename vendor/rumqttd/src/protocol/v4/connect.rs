@@ -42,6 +42,11 @@ pub fn read(
     }
 
     let connect_flags = read_u8(&mut bytes)?;
+    // ANXIN PATCH: MQTT-3.1.2-3, the reserved flag must be 0 or the server MUST
+    // disconnect (upstream ignored it).
+    if connect_flags & 0b1 != 0 {
+        return Err(Error::IncorrectPacketFormat);
+    }
     let clean_session = (connect_flags & 0b10) != 0;
     let keep_alive = read_u16(&mut bytes)?;
 
