@@ -38,6 +38,8 @@ pub struct App {
     pub alarms: AlarmService,
     /// Observations the rules stage has finished handling.
     pub processed: Arc<std::sync::atomic::AtomicU64>,
+    /// Login limits per source address; tests read its count of password checks.
+    pub login_sources: Arc<crate::http::accounts::LoginSources>,
     /// Stops ingest (and with it everything downstream) and the servers.
     shutdown: CancellationToken,
     /// Only the escalation scheduler and http; the rules stage drains on its own.
@@ -67,6 +69,8 @@ impl App {
         clock: SharedClock,
         simulated: Option<ManualClock>,
     ) -> anyhow::Result<App> {
+        // Settings checked before anything starts.
+        let edge = Arc::new(crate::http::edge::Edge::new(&settings.http)?);
         let store = Store::connect(&settings.database_url)
             .await
             .with_context(|| "opening the database (database_url)".to_string())?;
@@ -190,6 +194,9 @@ impl App {
             }
             _ => None,
         };
+        let login_sources = Arc::new(crate::http::accounts::LoginSources::new(
+            settings.http.limit_loopback_logins,
+        ));
         let router = crate::http::router(AppState {
             alarms: alarms.clone(),
             metrics: if metrics_addr.is_some() {
@@ -201,7 +208,12 @@ impl App {
             rules: rules_handle,
             kicks: kicks.clone(),
             login_failures: Default::default(),
-            login_sources: Default::default(),
+            login_sources: login_sources.clone(),
+            edge,
+            ws_slots: Arc::new(crate::http::sockets::WsSlots::new(
+                settings.http.max_websockets_per_account,
+                settings.http.max_websockets,
+            )),
             credentials_ended: tokio::sync::broadcast::channel(64).0,
             twilio: settings.twilio.clone().map(Arc::new),
             stopping: servers.clone(),
@@ -263,6 +275,7 @@ impl App {
             store,
             alarms,
             processed,
+            login_sources,
             shutdown,
             servers,
             pipeline: vec![ingest_task, rules_task],

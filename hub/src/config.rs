@@ -149,6 +149,42 @@ pub struct HttpSettings {
     /// `listen`, without a token.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Reverse proxies whose `X-Forwarded-For`, `X-Forwarded-Host` and
+    /// `X-Forwarded-Proto` are believed (CIDRs, e.g. `["127.0.0.1/32", "::1/128"]` for a
+    /// TLS proxy on the hub's own host). Empty (the default): those headers are ignored
+    /// and the client is the TCP peer, so nobody can claim another address by sending
+    /// them. From a listed peer, the client is the right-most `X-Forwarded-For` address
+    /// that is not itself listed (docs/security.md T3, T7).
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The origins the web pages are served from (`"https://anxin.example.org"`), for a
+    /// proxy that passes neither the browser's `Host` nor `X-Forwarded-Host`. The request's
+    /// own host is always accepted (cross-site request forgery check, docs/security.md T7).
+    #[serde(default)]
+    pub public_origins: Vec<String>,
+    /// Also limit logins from loopback (127.0.0.0/8, ::1) per address. Off by default,
+    /// like `[mqtt.source_limits] limit_loopback`: a proxy on the same host that is not
+    /// in `trusted_proxies` makes every visitor one loopback address, and one guesser
+    /// would keep everybody out.
+    #[serde(default)]
+    pub limit_loopback_logins: bool,
+    /// Open websockets one account may hold (all its sessions and tokens together); a
+    /// board page holds one. Each costs memory: 17 kB of RSS measured per idle socket
+    /// (137 kB before the read buffer was made smaller, `http::READ_BUFFER`), plus what
+    /// a slow reader's queued messages take.
+    #[serde(default = "default_ws_per_account")]
+    pub max_websockets_per_account: usize,
+    /// Open websockets in all.
+    #[serde(default = "default_ws_total")]
+    pub max_websockets: usize,
+}
+
+fn default_ws_per_account() -> usize {
+    20
+}
+
+fn default_ws_total() -> usize {
+    5_000
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -240,6 +276,11 @@ impl Default for Settings {
             http: HttpSettings {
                 listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
                 metrics_listen: None,
+                trusted_proxies: Vec::new(),
+                public_origins: Vec::new(),
+                limit_loopback_logins: false,
+                max_websockets_per_account: default_ws_per_account(),
+                max_websockets: default_ws_total(),
             },
             rules: RulesSettings {
                 file: None,
@@ -335,6 +376,34 @@ mod tests {
                 s.mqtt.source_limits.exempt,
                 vec!["198.51.100.0/24".parse::<ipnet::IpNet>().expect("cidr")]
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's test jail dictates the closure type
+    fn http_hardening_settings_from_the_file_and_env() {
+        figment::Jail::expect_with(|jail| {
+            let s = Settings::load(None).map_err(|e| *e)?;
+            assert!(
+                s.http.trusted_proxies.is_empty(),
+                "nobody is trusted by default"
+            );
+            assert!(s.http.public_origins.is_empty());
+            assert!(!s.http.limit_loopback_logins);
+            assert_eq!(s.http.max_websockets_per_account, 20);
+            assert_eq!(s.http.max_websockets, 5_000);
+            jail.create_file(
+                "hub.toml",
+                "[http]\nlisten = \"127.0.0.1:8080\"\ntrusted_proxies = [\"127.0.0.1/32\", \"::1/128\"]\n\
+                 public_origins = [\"https://anxin.example.org\"]\nmax_websockets_per_account = 5\n",
+            )?;
+            jail.set_env("HUB_HTTP__MAX_WEBSOCKETS", "100");
+            let s = Settings::load(Some(Path::new("hub.toml"))).map_err(|e| *e)?;
+            assert_eq!(s.http.trusted_proxies.len(), 2);
+            assert_eq!(s.http.public_origins, vec!["https://anxin.example.org"]);
+            assert_eq!(s.http.max_websockets_per_account, 5);
+            assert_eq!(s.http.max_websockets, 100);
             Ok(())
         });
     }

@@ -2,10 +2,14 @@
 //! board) or a bearer token (API clients), logout, password change. Every login and
 //! failed login is audited. Guessing is slowed per username (a failed login after five
 //! in 15 minutes is answered after 2 s); the right password is never refused, so a
-//! stranger cannot lock a village worker out. Attempts are also limited per source
-//! address ([`LoginSources`]): one address trying many usernames gets 429.
+//! stranger cannot lock a village worker out. Failed attempts are also limited per
+//! client address ([`LoginSources`]): one address failing with many usernames gets 429.
+//! An unknown username is checked against a dummy hash, so it takes as long as a known
+//! one.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,14 +36,38 @@ const MIN_PASSWORD: usize = 10;
 /// Failed logins per username in the current window.
 pub type Failures = Arc<Mutex<HashMap<String, (u32, Instant)>>>;
 
-/// Login attempts per source address (an IPv4 address or an IPv6 /64): a budget of
-/// [`LOGIN_BURST`] refilled at [`LOGIN_PER_MINUTE`] a minute (GCRA, governor). Enough for
-/// a village office where everyone logs in at 8 o'clock behind one address; a guesser
-/// from one address gets 10 tries a minute, for all usernames together, on top of the
-/// per-username slowing. Past it: 429 with `Retry-After`, before any password is hashed.
+/// Failed logins per source address (an IPv4 address or an IPv6 /64): a budget of
+/// [`LOGIN_BURST`] refilled at [`LOGIN_PER_MINUTE`] a minute (GCRA, governor). A failure
+/// that finds the budget spent blocks the source until the next one is due: its logins
+/// are then answered 429 with `Retry-After`, before any password is hashed. Enough for a
+/// village office behind one address; a guesser from one address gets 10 tries a minute,
+/// for all usernames together, on top of the per-username slowing.
+///
+/// Only failures count. Successful logins never draw on the budget, or one guesser
+/// behind a shared address (a proxy on the same host, a village NAT) would keep the
+/// people there out: with every login counted, two garbage logins a second kept a real
+/// user out 8 times in 9. At most [`LOGIN_BURST`] logins of one source are checked at
+/// once, so a burst of simultaneous guesses cannot all be hashed before the first
+/// failure counts. The source is the client's address behind `[http] trusted_proxies`
+/// ([`super::edge::Edge::client_ip`]); loopback is not limited unless
+/// `[http] limit_loopback_logins`, like the MQTT per-source limits.
 pub struct LoginSources {
     quota: governor::Quota,
-    budgets: Mutex<Budgets>,
+    limit_loopback: bool,
+    tables: Mutex<LoginTables>,
+    /// Password checks run at a time, for all sources: argon2 takes 19 MiB and a core
+    /// each, and unknown usernames cost one too (below).
+    gate: tokio::sync::Semaphore,
+    /// argon2 verifications run for logins, known usernames or not (read by tests).
+    checks: AtomicU64,
+}
+
+struct LoginTables {
+    failures: Budgets,
+    /// Sources whose budget is spent, and until when.
+    blocked: HashMap<crate::broker::SourceKey, Instant>,
+    /// Logins being checked now, per source.
+    in_flight: HashMap<crate::broker::SourceKey, u32>,
 }
 
 type Budgets = governor::RateLimiter<
@@ -55,42 +83,140 @@ const MAX_SOURCES: usize = 100_000;
 
 impl Default for LoginSources {
     fn default() -> Self {
-        let n = |v: u32| std::num::NonZeroU32::new(v).unwrap_or(std::num::NonZeroU32::MIN);
-        let quota = governor::Quota::per_minute(n(LOGIN_PER_MINUTE)).allow_burst(n(LOGIN_BURST));
-        LoginSources {
-            quota,
-            budgets: Mutex::new(governor::RateLimiter::hashmap(quota)),
-        }
+        Self::new(false)
     }
 }
 
 impl LoginSources {
-    /// Take one attempt from `source`'s budget; `Err(seconds)` until the next is allowed.
-    /// Without a known address (no connect info) nothing is limited.
-    pub fn attempt(&self, source: Option<&str>) -> Result<(), u64> {
-        let Some(ip) = source.and_then(|s| s.parse::<std::net::IpAddr>().ok()) else {
-            return Ok(());
+    pub fn new(limit_loopback: bool) -> Self {
+        let n = |v: u32| std::num::NonZeroU32::new(v).unwrap_or(std::num::NonZeroU32::MIN);
+        let quota = governor::Quota::per_minute(n(LOGIN_PER_MINUTE)).allow_burst(n(LOGIN_BURST));
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        LoginSources {
+            quota,
+            limit_loopback,
+            tables: Mutex::new(LoginTables {
+                failures: governor::RateLimiter::hashmap(quota),
+                blocked: HashMap::new(),
+                in_flight: HashMap::new(),
+            }),
+            gate: tokio::sync::Semaphore::new(cores),
+            checks: AtomicU64::new(0),
+        }
+    }
+
+    /// argon2 verifications run for logins since the start.
+    pub fn password_checks(&self) -> u64 {
+        self.checks.load(Ordering::Relaxed)
+    }
+
+    /// Begin a login from `ip`: `Err(seconds)` while the source is blocked or has
+    /// [`LOGIN_BURST`] logins being checked. Without a known address (no connect info),
+    /// from loopback (unless limited) nothing is limited.
+    pub fn begin(&self, ip: Option<IpAddr>) -> Result<Attempt<'_>, u64> {
+        let key = ip
+            .map(|ip| ip.to_canonical())
+            .filter(|ip| self.limit_loopback || !ip.is_loopback())
+            .map(crate::broker::SourceKey::of);
+        let Some(key) = key else {
+            return Ok(Attempt {
+                sources: self,
+                key: None,
+            });
         };
-        let Ok(mut budgets) = self.budgets.lock() else {
-            return Ok(());
+        let Ok(mut t) = self.tables.lock() else {
+            return Ok(Attempt {
+                sources: self,
+                key: None,
+            });
         };
-        if budgets.len() >= MAX_SOURCES {
-            budgets.retain_recent();
-            if budgets.len() >= MAX_SOURCES / 4 * 3 {
-                *budgets = governor::RateLimiter::hashmap(self.quota);
+        let now = Instant::now();
+        if let Some(until) = t.blocked.get(&key) {
+            if *until > now {
+                return Err(until.duration_since(now).as_secs().max(1));
+            }
+            t.blocked.remove(&key);
+        }
+        let n = t.in_flight.entry(key).or_insert(0);
+        if *n >= LOGIN_BURST {
+            return Err(1);
+        }
+        *n += 1;
+        Ok(Attempt {
+            sources: self,
+            key: Some(key),
+        })
+    }
+
+    /// A login from `key` failed: draw on its budget; block it once that is spent.
+    /// True when this failure blocked the source.
+    fn failed(&self, key: crate::broker::SourceKey) -> bool {
+        let Ok(mut t) = self.tables.lock() else {
+            return false;
+        };
+        if t.failures.len() >= MAX_SOURCES || t.blocked.len() >= MAX_SOURCES {
+            let now = Instant::now();
+            t.failures.retain_recent();
+            t.blocked.retain(|_, until| *until > now);
+            if t.failures.len() >= MAX_SOURCES / 4 * 3 || t.blocked.len() >= MAX_SOURCES / 4 * 3 {
+                t.failures = governor::RateLimiter::hashmap(self.quota);
+                t.blocked.clear();
                 tracing::warn!("login per-source table full (many addresses?): starting afresh");
             }
         }
-        budgets
-            .check_key(&crate::broker::SourceKey::of(ip))
-            .map_err(|not_until| {
+        match t.failures.check_key(&key) {
+            Ok(()) => false,
+            Err(not_until) => {
                 use governor::clock::Clock;
-                not_until
-                    .wait_time_from(governor::clock::DefaultClock::default().now())
-                    .as_secs()
-                    .max(1)
-            })
+                let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+                t.blocked.insert(key, Instant::now() + wait);
+                true
+            }
+        }
     }
+}
+
+/// A login being checked; its source's place is given back when dropped.
+pub struct Attempt<'a> {
+    sources: &'a LoginSources,
+    key: Option<crate::broker::SourceKey>,
+}
+
+impl Attempt<'_> {
+    /// The password was wrong (or the username unknown): count it against the source.
+    fn failed(&self) -> bool {
+        self.key.is_some_and(|k| self.sources.failed(k))
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        let Some(key) = self.key else { return };
+        let Ok(mut t) = self.sources.tables.lock() else {
+            return;
+        };
+        if let Some(n) = t.in_flight.get_mut(&key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                t.in_flight.remove(&key);
+            }
+        }
+    }
+}
+
+/// The argon2 hash that a login for an unknown username or a disabled account is
+/// checked against, so that it takes as long as a known one and the answer time does not
+/// tell which usernames exist. Made once, by the same code (and so with the same
+/// parameters) as real password hashes, from a random secret nobody knows. Slow: call
+/// from a blocking thread.
+fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| {
+        secrets::hash_secret(&secrets::random_token()).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "making the dummy password hash failed");
+            String::new()
+        })
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,17 +225,18 @@ pub(super) struct LoginBody {
     password: String,
 }
 
-/// The client's address, when the server knows it (for the audit log).
-pub(super) struct ClientAddr(Option<String>);
+/// The client's address, when the server knows it (behind trusted proxies, the one they
+/// report; see [`super::edge::Edge::client_ip`]).
+pub(super) struct ClientAddr(Option<IpAddr>);
 
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddr {
+impl axum::extract::FromRequestParts<AppState> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
-        _: &S,
+        state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddr(super::client_addr(parts)))
+        Ok(ClientAddr(state.edge.client_ip(parts)))
     }
 }
 
@@ -132,20 +259,24 @@ fn failed(f: &Failures, username: &str) -> bool {
 /// the session cookie. Wrong username or password: 401, the same answer for both.
 pub(super) async fn login(
     State(state): State<AppState>,
-    ClientAddr(src): ClientAddr,
+    ClientAddr(ip): ClientAddr,
     Json(b): Json<LoginBody>,
 ) -> Result<Response, ApiError> {
-    if let Err(secs) = state.login_sources.attempt(src.as_deref()) {
-        metrics::counter!("anxin_logins_total", "outcome" => "source_limited").increment(1);
-        tracing::info!(
-            source = src.as_deref().unwrap_or("?"),
-            "login refused: too many attempts from this address"
-        );
-        return Err(ApiError::TooManyRequests(
-            format!("too many login attempts from your address; try again in {secs} s"),
-            secs,
-        ));
-    }
+    let src = ip.map(|ip| ip.to_string());
+    let attempt = match state.login_sources.begin(ip) {
+        Ok(a) => a,
+        Err(secs) => {
+            metrics::counter!("anxin_logins_total", "outcome" => "source_limited").increment(1);
+            tracing::info!(
+                source = src.as_deref().unwrap_or("?"),
+                "login refused: too many failed attempts from this address"
+            );
+            return Err(ApiError::TooManyRequests(
+                format!("too many login attempts from your address; try again in {secs} s"),
+                secs,
+            ));
+        }
+    };
     let store = &state.alarms.store;
     if b.username.is_empty() || b.username.len() > 128 || b.password.len() > 1024 {
         return Err(ApiError::BadRequest(
@@ -153,16 +284,34 @@ pub(super) async fn login(
         ));
     }
     let found = store.account_login(&b.username).await?;
-    let ok = match &found {
-        Some((_, hash)) => {
-            let (pw, hash) = (b.password.clone(), hash.clone());
-            tokio::task::spawn_blocking(move || secrets::verify_secret(&pw, &hash))
-                .await
-                .unwrap_or(false)
-        }
-        None => false,
+    // Unknown usernames and disabled accounts (not found either) are checked against
+    // the dummy hash: the same argon2 work, so the same time.
+    let known = found.as_ref().map(|(_, hash)| hash.clone());
+    let ok = {
+        let _permit = state.login_sources.gate.acquire().await;
+        state.login_sources.checks.fetch_add(1, Ordering::Relaxed);
+        let pw = b.password.clone();
+        let matched = tokio::task::spawn_blocking(move || {
+            let hash: &str = match &known {
+                Some(h) => h,
+                None => dummy_hash(),
+            };
+            secrets::verify_secret(&pw, hash)
+        })
+        .await
+        .unwrap_or(false);
+        // (Nothing matches the dummy hash: its secret was random and is gone.)
+        matched && found.is_some()
     };
     let Some((account, _)) = found.filter(|_| ok) else {
+        if attempt.failed() {
+            metrics::counter!("anxin_login_sources_blocked_total").increment(1);
+            tracing::warn!(
+                source = src.as_deref().unwrap_or("?"),
+                "login source blocked: too many failed logins"
+            );
+        }
+        drop(attempt);
         metrics::counter!("anxin_logins_total", "outcome" => "failed").increment(1);
         tracing::info!("login failed");
         authz::audit_as(
@@ -180,6 +329,7 @@ pub(super) async fn login(
         }
         return Err(ApiError::Unauthorized);
     };
+    drop(attempt);
     if let Ok(mut m) = state.login_failures.lock() {
         m.remove(&b.username);
     }
@@ -452,19 +602,78 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_login_budget_is_per_source_address() {
+    fn only_failures_draw_on_the_budget_of_their_source_address() {
         let l = LoginSources::default();
-        for _ in 0..LOGIN_BURST {
-            assert!(l.attempt(Some("192.0.2.1")).is_ok());
+        let a: Option<IpAddr> = "192.0.2.1".parse().ok();
+        // Successes (attempts that are not marked failed) never draw.
+        for _ in 0..3 * LOGIN_BURST {
+            drop(l.begin(a).expect("successes are not limited"));
         }
-        assert!(l.attempt(Some("192.0.2.1")).is_err(), "spent");
-        assert!(l.attempt(Some("192.0.2.2")).is_ok(), "another address");
-        // An IPv6 /64 is one source: another address in it shares the budget.
-        for _ in 0..LOGIN_BURST {
-            assert!(l.attempt(Some("2001:db8::1")).is_ok());
+        for i in 0..LOGIN_BURST {
+            let at = l.begin(a).expect("within the budget");
+            assert!(!at.failed(), "failure {i} is within the budget");
         }
-        assert!(l.attempt(Some("2001:db8::2")).is_err(), "same /64");
-        assert!(l.attempt(Some("2001:db8:0:1::1")).is_ok(), "another /64");
-        assert!(l.attempt(None).is_ok(), "no address known: not limited");
+        let at = l.begin(a).expect("not blocked yet");
+        assert!(at.failed(), "this failure overdraws and blocks");
+        drop(at);
+        let wait = l.begin(a).err().expect("blocked");
+        assert!(
+            (1..=6).contains(&wait),
+            "one failure refills in 6 s: {wait}"
+        );
+        assert!(l.begin("192.0.2.2".parse().ok()).is_ok(), "another address");
+        // An IPv6 /64 is one source.
+        for _ in 0..=LOGIN_BURST {
+            let _ = l
+                .begin("2001:db8::1".parse().ok())
+                .expect("budget")
+                .failed();
+        }
+        assert!(l.begin("2001:db8::2".parse().ok()).is_err(), "same /64");
+        assert!(
+            l.begin("2001:db8:0:1::1".parse().ok()).is_ok(),
+            "another /64"
+        );
+        assert!(l.begin(None).is_ok(), "no address known: not limited");
+    }
+
+    #[test]
+    fn loopback_is_limited_only_when_configured() {
+        let lo: Option<IpAddr> = "127.0.0.1".parse().ok();
+        let free = LoginSources::new(false);
+        for _ in 0..2 * LOGIN_BURST {
+            let _ = free.begin(lo).expect("loopback is not limited").failed();
+        }
+        let limited = LoginSources::new(true);
+        for _ in 0..=LOGIN_BURST {
+            let _ = limited.begin(lo).expect("budget").failed();
+        }
+        assert!(limited.begin(lo).is_err());
+    }
+
+    #[test]
+    fn simultaneous_logins_of_one_source_are_bounded() {
+        let l = LoginSources::default();
+        let a: Option<IpAddr> = "192.0.2.1".parse().ok();
+        let held: Vec<_> = (0..LOGIN_BURST)
+            .map(|_| l.begin(a).expect("in flight"))
+            .collect();
+        assert!(l.begin(a).is_err(), "no more at once");
+        drop(held);
+        assert!(l.begin(a).is_ok());
+    }
+
+    #[test]
+    fn the_dummy_hash_has_the_parameters_of_real_hashes() {
+        use argon2::password_hash::PasswordHash;
+        let real = secrets::hash_secret("a password").expect("hash");
+        let (real, dummy) = (
+            PasswordHash::new(&real).expect("phc"),
+            PasswordHash::new(dummy_hash()).expect("phc"),
+        );
+        assert_eq!(dummy.algorithm, real.algorithm);
+        assert_eq!(dummy.version, real.version);
+        assert_eq!(dummy.params, real.params);
+        assert!(!secrets::verify_secret("", dummy_hash()));
     }
 }

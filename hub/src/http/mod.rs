@@ -9,9 +9,11 @@ pub mod accounts;
 mod admin;
 mod care;
 mod devices;
+pub mod edge;
 mod pages;
 mod phone;
 mod rosters;
+pub mod sockets;
 mod views;
 
 use std::sync::Arc;
@@ -48,6 +50,11 @@ pub struct AppState {
     pub login_failures: accounts::Failures,
     /// Login attempts per source address (see `accounts`).
     pub login_sources: Arc<accounts::LoginSources>,
+    /// Trusted proxies and the hub's own origins (`[http]`): client addresses and the
+    /// cross-site request forgery check (see `edge`).
+    pub edge: Arc<edge::Edge>,
+    /// Open websockets per account and in all, capped (see `sockets`).
+    pub ws_slots: Arc<sockets::WsSlots>,
     /// Accounts whose credentials were just taken away (logout, password change, token
     /// revoked): open websockets of that account check theirs again at once.
     pub credentials_ended: tokio::sync::broadcast::Sender<String>,
@@ -155,6 +162,12 @@ pub fn router(state: AppState) -> Router {
         .route(crate::phone::VOICE_PATH, post(phone::voice))
         .route(crate::phone::SMS_PATH, post(phone::sms))
         .fallback(fallback)
+        // Before any handler: state changes and websockets authenticated by the session
+        // cookie only from the hub's own origin (cross-site request forgery).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            edge::same_origin_only,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
         // Headers on every response: no MIME sniffing, no framing, no referrer, nothing
         // cached, and a content policy that allows nothing (the API serves JSON only;
@@ -299,39 +312,11 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::to_owned);
-        // `?token=` only for the websocket (browsers cannot set headers there); elsewhere
-        // a token in a URL would end up in proxies' logs.
-        let query = (parts.uri.path() == "/api/ws")
-            .then(|| parts.uri.query())
-            .flatten()
-            .and_then(|q| {
-                q.split('&')
-                    .find_map(|kv| kv.strip_prefix("token="))
-                    .map(str::to_owned)
-            });
-        let cookie = parts
-            .headers
-            .get_all(axum::http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .find_map(|kv| {
-                kv.trim()
-                    .strip_prefix(accounts::COOKIE)
-                    .and_then(|r| r.strip_prefix('='))
-            })
-            .map(str::to_owned);
-        let source = client_addr(parts);
+        let source = state.edge.client_addr(parts);
         let store = &state.alarms.store;
         let now = state.alarms.now();
         // An API token (owned by an account), or a session (bearer or the board's cookie).
-        let Some(token) = header.or(query).or(cookie) else {
+        let Some(token) = presented(parts).map(Presented::into_token) else {
             return Err(ApiError::Unauthorized);
         };
         if let Some((contact, t)) = store.api_token_principal(&token, now).await? {
@@ -357,12 +342,52 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// The client's address, when the server was started with connect info (for the audit log).
-fn client_addr(parts: &Parts) -> Option<String> {
+/// The credential a request carries, in the order it is taken: the `Authorization:
+/// Bearer` header, then `?token=` (websocket only), then the session cookie.
+pub(super) enum Presented {
+    Header(String),
+    Query(String),
+    Cookie(String),
+}
+
+impl Presented {
+    fn into_token(self) -> String {
+        match self {
+            Presented::Header(t) | Presented::Query(t) | Presented::Cookie(t) => t,
+        }
+    }
+}
+
+pub(super) fn presented(parts: &Parts) -> Option<Presented> {
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if let Some(t) = header {
+        return Some(Presented::Header(t.to_owned()));
+    }
+    // `?token=` only for the websocket (browsers cannot set headers there); elsewhere
+    // a token in a URL would end up in proxies' logs.
+    let query = (parts.uri.path() == "/api/ws")
+        .then(|| parts.uri.query())
+        .flatten()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
+    if let Some(t) = query {
+        return Some(Presented::Query(t.to_owned()));
+    }
     parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|ci| ci.0.ip().to_string())
+        .headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|kv| {
+            kv.trim()
+                .strip_prefix(accounts::COOKIE)
+                .and_then(|r| r.strip_prefix('='))
+        })
+        .map(|t| Presented::Cookie(t.to_owned()))
 }
 
 /// The scope a request asks for (`?scope=village:v-1`), within the caller's own.
@@ -637,6 +662,9 @@ async fn updates(
     Ok(Json(serde_json::json!({ "updates": updates })))
 }
 
+/// A websocket's read buffer (it grows if a message needs more).
+const READ_BUFFER: usize = 8 * 1024;
+
 #[derive(Debug, Deserialize)]
 struct WsQuery {
     scope: Option<String>,
@@ -651,9 +679,39 @@ async fn ws(
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let scope = requested_scope(&state, &caller, q.scope.as_deref()).await?;
+    let slot = state.ws_slots.acquire(&caller.contact.id);
+    if let Err(refusal) = slot {
+        metrics::counter!("anxin_http_refused_total", "reason" => refusal.label()).increment(1);
+        if let Some(refused) = state.ws_slots.log.refused() {
+            tracing::warn!(
+                account = %caller.contact.id,
+                source = caller.source.as_deref().unwrap_or("?"),
+                code = refusal.close_code(),
+                refused,
+                "websocket refused: {}",
+                refusal.reason()
+            );
+        }
+    }
     Ok(upgrade
         .max_message_size(4096)
-        .on_upgrade(move |socket| websocket(socket, state, caller, scope, q.since_seq)))
+        // Clients only send pings and short messages (at most 4 KiB, above). The default
+        // read buffer, 128 KiB allocated up front, was most of a socket's memory: 137.5 kB
+        // of RSS per idle socket measured with it, 15 kB with this.
+        .read_buffer_size(READ_BUFFER)
+        .on_upgrade(move |mut socket| async move {
+            match slot {
+                Ok(slot) => websocket(socket, state, caller, scope, q.since_seq, slot).await,
+                Err(refusal) => {
+                    let _ = socket
+                        .send(Message::Close(Some(axum::extract::ws::CloseFrame {
+                            code: refusal.close_code(),
+                            reason: refusal.reason().into(),
+                        })))
+                        .await;
+                }
+            }
+        }))
 }
 
 /// One websocket client: a hello, an optional backlog, then live steps in its scope.
@@ -667,6 +725,8 @@ async fn websocket(
     who: Caller,
     scope: Scope,
     since_seq: Option<i64>,
+    // Held while the socket is open: its place under the caps.
+    _slot: sockets::WsSlot,
 ) {
     let caller = &who.contact;
     // Subscribe before reading the backlog so nothing falls between the two.
