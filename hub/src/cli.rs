@@ -686,19 +686,24 @@ async fn import(
     };
     let report = crate::import::apply(store, &files, default_secret, now).await?;
     eprintln!("imported {}", report.counts());
+    // CSV on stdout, through the spreadsheet writer like every CSV the hub writes (ids
+    // may begin with "-").
+    let mut out = crate::spreadsheet::Writer::from_writer(std::io::stdout().lock());
     if !report.device_secrets.is_empty() {
         eprintln!("generated device secrets (shown once; store them in the devices):");
-        println!("device_id,secret");
+        out.write_record(["device_id", "secret"])?;
         for (id, s) in &report.device_secrets {
-            println!("{id},{s}");
+            out.write_record([id, s])?;
         }
+        out.flush()?;
     }
     if !report.contact_tokens.is_empty() {
         eprintln!("generated API tokens (shown once; hand each to its person):");
-        println!("contact_id,token");
+        out.write_record(["contact_id", "token"])?;
         for (id, t) in &report.contact_tokens {
-            println!("{id},{t}");
+            out.write_record([id, t])?;
         }
     }
+    out.flush()?;
     Ok(())
 }

@@ -6,6 +6,10 @@
 //! is reported as `file:line: reason`. Nothing is written unless every row is valid, and
 //! then everything is written in one transaction.
 //!
+//! The files are read and written through [`crate::spreadsheet`]: the export puts an
+//! apostrophe in front of every cell a spreadsheet would take for a formula, and the
+//! import removes it; control characters, a lone CR and broken quoting are refused.
+//!
 //! Duty rosters come in two more files, `rosters.csv` (weekly shifts and fallbacks) and
 //! `roster_overrides.csv` (holiday plans, sick leave), validated with the rest
 //! ([`load_rosters`]) and written in a second transaction right after the district's
@@ -14,6 +18,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::ingest::contract::DeviceId;
@@ -191,7 +196,13 @@ fn strip<T>(rows: Vec<(u64, T)>) -> Vec<T> {
 /// `None`: the file is absent.
 pub type Files<'a> = dyn Fn(&str) -> Option<std::io::Result<Vec<u8>>> + Send + Sync + 'a;
 
-fn read<T: for<'de> Deserialize<'de>>(
+/// Read one file's rows (see [`crate::spreadsheet::read_rows`]: malformed text —
+/// control characters, a lone CR, an unterminated quote — refuses the whole file, and
+/// every cell loses the apostrophe the export put in front of it). Every refusal of
+/// malformed text is logged (file, line and column number only: never the cell, which
+/// may be a name or an address) and counted in
+/// `anxin_import_malformed_total{reason}`.
+fn read<T: DeserializeOwned>(
     files: &Files<'_>,
     file: &str,
     errors: &mut Vec<String>,
@@ -204,27 +215,34 @@ fn read<T: for<'de> Deserialize<'de>>(
             return Vec::new();
         }
     };
-    let mut rdr = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_reader(bytes.as_slice());
-    let mut rows = Vec::new();
-    for (i, rec) in rdr.deserialize::<T>().enumerate() {
-        // Line numbers as a spreadsheet shows them: the header is line 1.
-        let line = i as u64 + 2;
-        match rec {
-            Ok(row) => rows.push((line, row)),
-            Err(e) => {
-                let reason = match e.kind() {
-                    csv::ErrorKind::Utf8 { .. } => {
-                        "not UTF-8 text (save the sheet as \"CSV UTF-8\")".to_owned()
-                    }
-                    _ => e.to_string(),
-                };
-                errors.push(format!("{file}:{line}: {reason}"));
+    match crate::spreadsheet::read_rows(file, &bytes, errors) {
+        Ok(rows) => rows,
+        Err(problems) => {
+            for (p, text) in problems {
+                metrics::counter!("anxin_import_malformed_total", "reason" => p.what.code())
+                    .increment(1);
+                tracing::warn!(
+                    file,
+                    line = p.line,
+                    column = p.column.map(|c| c + 1),
+                    reason = p.what.code(),
+                    "import refused: malformed CSV"
+                );
+                errors.push(text);
             }
+            Vec::new()
         }
     }
-    rows
+}
+
+/// The rows of a file that another check reads for its references only: its problems
+/// are reported (and counted) by the check that owns the file.
+fn read_quietly<T: DeserializeOwned>(files: &Files<'_>, file: &str) -> Vec<(u64, T)> {
+    let bytes = match files(file) {
+        Some(Ok(b)) => b,
+        None | Some(Err(_)) => return Vec::new(),
+    };
+    crate::spreadsheet::read_rows(file, &bytes, &mut Vec::new()).unwrap_or_default()
 }
 
 /// What an import wrote, and the credentials it generated (to be shown once).
@@ -400,16 +418,16 @@ pub async fn apply(
     Ok(report)
 }
 
-/// The six files as text (for the REST export).
+/// The six files as text (for the REST export), written like [`write_dir`]'s.
 pub fn to_texts(
     batch: &Batch,
 ) -> Result<std::collections::BTreeMap<&'static str, String>, csv::Error> {
     fn text<T: Serialize>(rows: &[T]) -> Result<String, csv::Error> {
-        let mut w = csv::Writer::from_writer(Vec::new());
+        let mut w = crate::spreadsheet::Writer::from_writer(Vec::new());
         for r in rows {
             w.serialize(r)?;
         }
-        let bytes = w.into_inner().map_err(|e| e.into_error())?;
+        let bytes = w.into_inner()?;
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
     let mut m = std::collections::BTreeMap::new();
@@ -426,9 +444,14 @@ pub fn to_texts(
 /// spreadsheet and imports again). Secrets and tokens are never exported — only their
 /// hashes are stored — so those columns are empty; importing such a row for a device or
 /// contact that exists keeps its current secret or token.
+///
+/// The files are opened in Excel or WPS: every cell that a spreadsheet would read as a
+/// formula gets an apostrophe in front (see [`crate::spreadsheet`]); the import removes
+/// it again, so an export imports back to the same data.
 pub fn write_dir(dir: &Path, batch: &Batch) -> std::io::Result<()> {
     fn write<T: Serialize>(dir: &Path, file: &str, rows: &[T]) -> std::io::Result<()> {
-        let mut w = csv::Writer::from_path(dir.join(file))?;
+        let mut w =
+            crate::spreadsheet::Writer::from_path(dir.join(file)).map_err(std::io::Error::other)?;
         for r in rows {
             w.serialize(r).map_err(std::io::Error::other)?;
         }
@@ -755,17 +778,16 @@ pub fn load_rosters(
         };
     }
     // The rest of this import, as written (its own problems are reported by `load_checked`).
-    let mut ignored = Vec::new();
-    let towns: HashSet<String> = read::<TownRow>(files, "towns.csv", &mut ignored)
+    let towns: HashSet<String> = read_quietly::<TownRow>(files, "towns.csv")
         .into_iter()
         .map(|(_, r)| r.id)
         .collect();
-    let villages: HashSet<String> = read::<VillageRow>(files, "villages.csv", &mut ignored)
+    let villages: HashSet<String> = read_quietly::<VillageRow>(files, "villages.csv")
         .into_iter()
         .map(|(_, r)| r.id)
         .collect();
     let contacts: HashMap<String, Option<Scope>> =
-        read::<ContactRow>(files, "contacts.csv", &mut ignored)
+        read_quietly::<ContactRow>(files, "contacts.csv")
             .into_iter()
             .map(|(_, r)| (r.id, Scope::parse(&r.scope).ok()))
             .collect();
@@ -1355,6 +1377,74 @@ h-2,v-db,b
     fn references_to_rows_already_in_the_database_are_fine() {
         let d = dir(&[("households.csv", "id,village_id,address\nh-9,v-db,9 Lane\n")]);
         assert!(load(d.path(), &|table, id| table == "villages" && id == "v-db").is_ok());
+    }
+
+    #[test]
+    fn a_written_directory_loads_back_to_the_same_rows() {
+        // Values a spreadsheet would take for formulas, in every kind of column.
+        let batch = Batch {
+            towns: vec![TownRow {
+                id: "t-1".into(),
+                name: "=1+1".into(),
+            }],
+            villages: vec![VillageRow {
+                id: "v-1".into(),
+                town_id: "t-1".into(),
+                name: "'=typed".into(),
+            }],
+            households: vec![HouseholdRow {
+                id: "h-1".into(),
+                village_id: "v-1".into(),
+                address: "\t@SUM(1)".into(),
+            }],
+            elders: vec![ElderRow {
+                id: "e-1".into(),
+                household_id: "h-1".into(),
+                name: "-2+3".into(),
+                phone: Some("+8613800000000".into()),
+            }],
+            devices: vec![DeviceRow {
+                id: "h-1-door".into(),
+                household_id: "h-1".into(),
+                kind: "door".into(),
+                vendor: Some("＝cmd|' /c calc'!A1".into()),
+                secret: None,
+            }],
+            contacts: vec![ContactRow {
+                id: "c-1".into(),
+                name: "@Li".into(),
+                phone: Some("+8613800000001".into()),
+                role: "district".into(),
+                scope: "district".into(),
+                priority: Some(-5),
+                account: None,
+                channels: None,
+                language: None,
+                token: None,
+            }],
+        };
+        let d = tempfile::tempdir().expect("tempdir");
+        write_dir(d.path(), &batch).expect("write");
+        let towns = std::fs::read_to_string(d.path().join("towns.csv")).expect("towns.csv");
+        assert_eq!(towns, "id,name\nt-1,'=1+1\n");
+        let back = load(d.path(), &|_, _| false).expect("loads");
+        assert_eq!(format!("{back:?}"), format!("{batch:?}"));
+    }
+
+    #[test]
+    fn malformed_text_is_refused_with_file_line_and_column() {
+        let d = dir(&[
+            ("towns.csv", "id,name\nt-1,East\nt-2,We\u{1}st\n"),
+            ("villages.csv", "id,town_id,name\nv-1,t-1,\"One\n"),
+        ]);
+        let err = load(d.path(), &|_, _| false).expect_err("malformed").0;
+        assert_eq!(
+            err,
+            [
+                "towns.csv:3: column \"name\": a control character (U+0001) in a cell; only TAB and line breaks are allowed",
+                "villages.csv:2: column \"name\": a quoted cell is not closed (a \" is missing); nothing after it could be read",
+            ]
+        );
     }
 
     #[test]

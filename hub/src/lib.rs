@@ -15,6 +15,9 @@
 //! - [`store`]: the only module with SQL.
 //! - [`health`]: the watchdog behind `/healthz` (is each stage making progress?).
 //! - [`app`]: wiring; [`cli`]: the `hub` command; [`config`]: settings; [`clock`]: injected time.
+//! - [`import`]: the district's CSV files in and out; [`spreadsheet`]: the one place every
+//!   CSV the hub reads or writes goes through (no cell is ever a formula; malformed text
+//!   is refused).
 //! - [`rules_tool`]: `hub rules check` / `hub rules test` — validate a rules file, replay a
 //!   recorded device stream through it on virtual time (supervisor tooling, no hub needed).
 
@@ -39,6 +42,7 @@ pub mod roster;
 pub mod rules;
 pub mod rules_tool;
 pub mod secrets;
+pub mod spreadsheet;
 pub mod store;
 pub mod telemetry;
 pub mod twilio;
