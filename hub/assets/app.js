@@ -289,15 +289,21 @@ class Live {
         setTimeout(() => (location.href = "/login?next=" + encodeURIComponent(location.pathname)), 1500);
         return;
       }
+      if (e.code === 4429 || e.code === 4503) {
+        // Too many open boards (this account's, or the hub's): say so, and retry slowly.
+        this.attempt = Math.max(this.attempt, 4);
+        this.retry(e.code === 4429 ? "conn.too_many_mine" : "conn.too_many");
+        return;
+      }
       this.retry();
     };
   }
 
-  retry() {
+  retry(why = "conn.lost") {
     const base = [1, 2, 4, 8, 15][Math.min(this.attempt, 4)];
     this.attempt += 1;
     const delay = base * (0.75 + Math.random() * 0.5);
-    this.setConn("lost", t("conn.lost", { s: Math.round(delay) }));
+    this.setConn("lost", t(why, { s: Math.round(delay) }));
     clearTimeout(this.timer);
     this.timer = setTimeout(() => this.connect(), delay * 1000);
   }
