@@ -59,8 +59,14 @@ impl App {
     /// For simulation runs only (`device-sim run`), never in production: the hub's time
     /// is a [`ManualClock`] that the simulator moves through `POST /api/sim/clock`, so a
     /// month of a district's life runs in minutes through the real ingest path.
-    pub async fn build_simulated(settings: Settings, clock: ManualClock) -> anyhow::Result<App> {
+    pub async fn build_simulated(
+        mut settings: Settings,
+        clock: ManualClock,
+    ) -> anyhow::Result<App> {
         tracing::warn!("SIMULATED CLOCK: time moves only when a simulator says so; never use this in production");
+        // Days of a device's messages arrive in seconds of real time: a budget in real
+        // messages per second would refuse them.
+        settings.mqtt.device_limits.publishes_per_sec = 0;
         Self::build_inner(settings, Arc::new(clock.clone()), Some(clock)).await
     }
 
