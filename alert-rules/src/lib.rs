@@ -288,6 +288,7 @@ mod engine;
 mod error;
 mod rules;
 mod timefmt;
+mod usage;
 mod window;
 
 use serde::{Deserialize, Serialize};

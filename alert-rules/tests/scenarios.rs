@@ -1642,6 +1642,118 @@ fn water_use_low_high_and_continuous() {
     );
 }
 
+/// Issue 14, finding 4: one meter flooding its household. The rules stage
+/// rescanned the meter's whole history on every message (3.3-5.2 s for an
+/// SOS in another home after 1,000 readings; the benchmark `meter_flood`
+/// measures the cost). Now at most 16,384 readings are kept per meter, merged
+/// into slots of time beyond that, and the use still adds up exactly.
+#[test]
+fn a_flooding_meter_keeps_a_bounded_history_and_its_use_adds_up() {
+    const FLOOD: &str = r#"
+[[rule]]
+id = "high-water"
+kind = "utility_high"
+meter = "water"
+above = 30
+hours = 192
+severity = "warning"
+title = "Very high water use"
+"#;
+    let mut engine = Engine::new(RuleSet::from_toml_str(FLOOD).unwrap());
+    // One interval reading a millisecond of 1/1024 m³ (exact in binary): the
+    // use passes 30 m³ at reading 30,721.
+    let n: i64 = 30_721;
+    let mut got = Vec::new();
+    for k in 0..n {
+        let obs = Observation {
+            household: "h1".into(),
+            device: "w1".into(),
+            at: BASE + k,
+            signal: Signal::WaterVolume { m3: 1.0 / 1024.0 },
+        };
+        got.extend(engine.observe(&obs, BASE + k));
+    }
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(
+        (got[0].action, got[0].condition_key.as_str(), got[0].at),
+        (Action::Raise, "high-water", BASE + n - 1)
+    );
+    assert!(got[0].detail.contains("30.001 m³"), "{}", got[0].detail);
+    // The saved history is bounded (it held every reading: 30,721).
+    let state: serde_json::Value =
+        serde_json::from_str(&engine.state().to_json().unwrap()).unwrap();
+    let kept = state["households"]["h1"]["utility"]["water"]["usage"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0);
+    assert!((1..=16_384).contains(&kept), "{kept} readings kept");
+    // It clears when the use in the window is down to half (15 m³): exactly
+    // when reading 15,361 leaves the window, and merged readings count late
+    // by less than 1/2048 of the 192-hour window, never early.
+    let exact = BASE + 15_360 + 192 * HOUR;
+    let due = engine.next_deadline().unwrap();
+    assert!(
+        (exact..exact + 192 * HOUR / 2048).contains(&due),
+        "clears at +{} ms from the exact time",
+        due - exact
+    );
+    let cleared = engine.tick(due);
+    assert_eq!(cleared.len(), 1, "{cleared:#?}");
+    assert_eq!(cleared[0].action, Action::Clear);
+}
+
+#[test]
+fn meter_histories_saved_by_the_previous_version_load() {
+    // Saved by the engine before issue 14 (readings 1.000, 1.050, 1.060, 1.060
+    // at 00:00, 08:00, 10:00, 12:00), and the same with its history out of
+    // time order (as a replay with late readings could leave it then).
+    let saved = r#"{"clock":1704110400000,"households":{"h1":{"since":1704067200000,"last_activity":{"water_use":1704103200000},"devices":{"w1":{"last_seen":1704110400000,"water_m3":1.06}},"utility":{"water":{"first_at":1704067200000,"last_at":1704110400000,"device":"w1","usage":[[1704096000000,0.050000000000000044],[1704103200000,0.010000000000000009]]}}}}}"#;
+    let shuffled = saved.replace(
+        "[[1704096000000,0.050000000000000044],[1704103200000,0.010000000000000009]]",
+        "[[1704103200000,0.010000000000000009],[1704096000000,0.050000000000000044]]",
+    );
+    for json in [saved.to_string(), shuffled] {
+        let state = EngineState::from_json(&json).unwrap();
+        let mut engine = Engine::with_state(RuleSet::from_toml_str(UTILITY).unwrap(), state);
+        let due = engine.next_deadline().unwrap();
+        // Monday 08:00's 50 litres leave the window Tuesday 08:00, 10:00's
+        // 10 litres at 10:00: then less than 10 litres are left.
+        assert_eq!(fmt_time(due), "d1 10:00");
+        assert!(engine.tick(due - 1).is_empty());
+        let got: Vec<String> = engine.tick(due).iter().map(summary).collect();
+        assert_eq!(got, ["raise no-water @d1 10:00"]);
+        // Saved again in the same form, in time order.
+        assert!(engine.state().to_json().unwrap().contains(
+            r#""usage":[[1704096000000,0.050000000000000044],[1704103200000,0.010000000000000009]]"#
+        ));
+    }
+}
+
+#[test]
+fn an_infinite_rise_is_saved_and_loads_again() {
+    // A total from -1e308 to 1e308 (only through the engine's API: the hub
+    // accepts 0..1e9) is a rise of infinity, which JSON cannot hold: the old
+    // code saved `null` and the state could not be loaded again. `check`
+    // rebuilds its shadow engine from JSON before every step.
+    run_cases(
+        UTILITY,
+        &[(
+            "an infinite rise counts as 2^30 m³: above every limit",
+            &[
+                "d0 00:00 h1/w1 water -1e308",
+                "d0 01:00 h1/w1 water 1e308",
+                "roundtrip",
+                "d1 01:00 tick",
+            ],
+            &[
+                "raise high-water @d0 01:00",
+                "raise no-water @d1 01:00",
+                "clear high-water @d1 01:00",
+            ],
+        )],
+    );
+}
+
 const MODES: &str = r#"
 [[rule]]
 id = "quiet"
