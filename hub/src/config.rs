@@ -37,9 +37,29 @@ pub struct MqttSettings {
     /// rumqttd silently drops messages for a reader that falls further behind than this.
     pub segment_bytes: usize,
     pub segment_count: usize,
+    /// The same for each subscription filter without wildcards: in practice a device's
+    /// own `ack` and `errors` topics, one log each (the hub's own subscriptions are
+    /// wildcards and get the ring above). The log keeps only the latest reports for that
+    /// device (a device that reads them promptly misses none; one further behind than
+    /// this loses the oldest, and critical events are re-sent until acknowledged anyway),
+    /// and is freed when the device's clean session ends. Upstream rumqttd gave each of
+    /// them the full ring: 3 devices × 60,000 error reports grew the hub 55 → 192 MB, for
+    /// good. At least 1024 bytes and 1 segment.
+    #[serde(default = "default_device_segment_bytes")]
+    pub device_segment_bytes: usize,
+    #[serde(default = "default_device_segment_count")]
+    pub device_segment_count: usize,
     /// Limits per source address on device connections (`[mqtt.source_limits]`).
     #[serde(default)]
     pub source_limits: SourceLimitSettings,
+}
+
+fn default_device_segment_bytes() -> usize {
+    16 * 1024
+}
+
+fn default_device_segment_count() -> usize {
+    2
 }
 
 /// Limits per source address on the MQTT listener (docs/security.md T3, T10). A source is
@@ -179,6 +199,8 @@ impl Default for Settings {
                 max_connections: 20_000,
                 segment_bytes: 16 * 1024 * 1024,
                 segment_count: 4,
+                device_segment_bytes: default_device_segment_bytes(),
+                device_segment_count: default_device_segment_count(),
                 source_limits: SourceLimitSettings::default(),
             },
             http: HttpSettings {

@@ -27,9 +27,11 @@ impl<T> Segment<T>
 where
     T: Storage + Clone,
 {
-    pub(crate) fn with_offset(absolute_offset: u64) -> Self {
+    /// ANXIN PATCH: `capacity` entries preallocated (upstream: always 1,024; see
+    /// `CommitLog::segment_capacity`).
+    pub(crate) fn with_offset(absolute_offset: u64, capacity: usize) -> Self {
         Self {
-            data: Vec::with_capacity(1024),
+            data: Vec::with_capacity(capacity),
             absolute_offset,
             total_size: 0,
         }
