@@ -39,12 +39,14 @@ pub struct MqttSettings {
     pub segment_count: usize,
     /// The same for each subscription filter without wildcards: in practice a device's
     /// own `ack` and `errors` topics, one log each (the hub's own subscriptions are
-    /// wildcards and get the ring above). The log keeps only the latest reports for that
-    /// device (a device that reads them promptly misses none; one further behind than
-    /// this loses the oldest, and critical events are re-sent until acknowledged anyway),
-    /// and is freed when the device's clean session ends. Upstream rumqttd gave each of
-    /// them the full ring: 3 devices × 60,000 error reports grew the hub 55 → 192 MB, for
-    /// good. At least 1024 bytes and 1 segment.
+    /// wildcards and get the ring above). Such a log holds what its device has not read
+    /// yet, up to this size: beyond the 100 messages in flight to it, a device that falls
+    /// further behind loses the oldest (critical events are re-sent until acknowledged
+    /// anyway). 16 KiB × 2 lost nothing where 4 KiB × 2 lost 29 of 60,000 reports to a
+    /// device flooding invalid payloads (the hub's reports arrive in bursts). Freed when
+    /// the device's clean session ends. Upstream rumqttd gave each of them the full ring,
+    /// kept full: 3 devices × 60,000 error reports grew the hub 55 → 192–218 MB, for good.
+    /// At least 1024 bytes and 1 segment.
     #[serde(default = "default_device_segment_bytes")]
     pub device_segment_bytes: usize,
     #[serde(default = "default_device_segment_count")]

@@ -216,14 +216,16 @@ impl DataLog {
     }
 
     /// ANXIN PATCH: one more subscription (of a connection or of a saved persistent
-    /// session) reads the log at `filter_idx`.
-    pub fn subscribed(&mut self, filter_idx: FilterIdx) {
+    /// session) reads the log at `filter_idx`; `persistent`: a persistent session's.
+    pub fn subscribed(&mut self, filter_idx: FilterIdx, persistent: bool) {
         if let Some(data) = self.native.get_mut(filter_idx) {
             data.subscriptions += 1;
+            data.persistent += usize::from(persistent);
         }
     }
 
-    /// ANXIN PATCH: one subscription on the subscription path `path` has ended. When it
+    /// ANXIN PATCH: one subscription on the subscription path `path` has ended
+    /// (`persistent`: a persistent session's, as counted by `subscribed`). When it
     /// was the filter's last and `free` is set (a clean session's subscription), the
     /// filter is dropped with its log and its entries in the topic cache, and its index
     /// is returned: the caller must drop any request still holding that index (the slab
@@ -233,11 +235,14 @@ impl DataLog {
     /// log (up to `max_segment_size × max_segment_count`) for the life of the process.
     /// A subscriber that comes later starts at the end of the log, so dropping it loses
     /// nothing; retained messages are kept apart (`retained_publishes`) and stay.
-    pub fn unsubscribed(&mut self, path: &str, free: bool) -> Option<FilterIdx> {
+    pub fn unsubscribed(&mut self, path: &str, persistent: bool, free: bool) -> Option<FilterIdx> {
         let filter = log_filter(path);
         let idx = *self.filter_indexes.get(filter)?;
         let data = self.native.get_mut(idx)?;
         data.subscriptions = data.subscriptions.saturating_sub(1);
+        if persistent {
+            data.persistent = data.persistent.saturating_sub(1);
+        }
         if !free || data.subscriptions > 0 || data.permanent {
             return None;
         }
@@ -361,6 +366,25 @@ impl DataLog {
         // `native_readv` hasn't paniced, so this won't panic either.
         let data = self.native.get_mut(request.filter_idx).unwrap();
         data.waiters.register(id, request);
+
+        // ANXIN PATCH: once every subscription has read everything, nobody reads those
+        // messages again (a later subscriber starts at the end): drop them. Upstream kept
+        // each log full to its size for good, however long its readers had been done: a
+        // device connected for weeks kept its last 32 KiB of acks, the hub's 64 MiB ring
+        // stayed full (up to ≈ 330 MB of RSS) after every burst. Not while a persistent
+        // session subscribes (its resume re-reads from its first unacknowledged message),
+        // nor for a shared subscription (a group member parks without having read).
+        let next = data.log.next_offset();
+        let all_done = data.persistent == 0
+            && data.waiters.waiters().len() == data.subscriptions
+            && data
+                .waiters
+                .waiters()
+                .iter()
+                .all(|(_, r)| r.group.is_none() && r.cursor == next);
+        if all_done {
+            data.log.clear();
+        }
     }
 
     /// Cleanup a connection from all the waiters
@@ -455,6 +479,8 @@ pub struct Data<T> {
     /// ANXIN PATCH: subscriptions reading this log, of live connections and of saved
     /// persistent sessions (`DataLog::subscribed` / `unsubscribed`).
     subscriptions: usize,
+    /// ANXIN PATCH: how many of them are persistent sessions' (`DataLog::park`).
+    persistent: usize,
     /// ANXIN PATCH: never dropped (`initialized_filters`).
     permanent: bool,
     /// ANXIN PATCH: a small log (`RouterConfig::exact_filter_segment`) keeps its own copy
@@ -500,6 +526,7 @@ where
             waiters,
             meter: metrics,
             subscriptions: 0,
+            persistent: 0,
             permanent: false,
             own_copy,
         }
@@ -682,8 +709,8 @@ mod test {
     fn a_request_for_a_dropped_filter_is_not_served_by_the_next_filter_in_its_slot() {
         let mut data = DataLog::new(small_exact_logs()).unwrap();
         let (idx, cursor) = data.next_native_offset("d/a/ack");
-        data.subscribed(idx);
-        data.subscribed(idx);
+        data.subscribed(idx, false);
+        data.subscribed(idx, false);
         let request = DataRequest {
             filter: "d/a/ack".into(),
             filter_idx: idx,
@@ -696,11 +723,11 @@ mod test {
         };
         assert!(data.serves(&request));
         assert_eq!(
-            data.unsubscribed("d/a/ack", true),
+            data.unsubscribed("d/a/ack", false, true),
             None,
             "one subscription left"
         );
-        assert_eq!(data.unsubscribed("d/a/ack", true), Some(idx));
+        assert_eq!(data.unsubscribed("d/a/ack", false, true), Some(idx));
         assert!(!data.serves(&request));
 
         let (reused, _) = data.next_native_offset("d/b/ack");
@@ -714,11 +741,11 @@ mod test {
         assert!(data.serves(&shared));
 
         // A persistent session's unsubscribe does not drop; a configured filter never goes.
-        data.subscribed(reused);
-        assert_eq!(data.unsubscribed("$share/g/d/b/ack", false), None);
+        data.subscribed(reused, true);
+        assert_eq!(data.unsubscribed("$share/g/d/b/ack", true, false), None);
         let (hub, _) = data.next_native_offset("d/hub/ack");
-        data.subscribed(hub);
-        assert_eq!(data.unsubscribed("d/hub/ack", true), None);
+        data.subscribed(hub, false);
+        assert_eq!(data.unsubscribed("d/hub/ack", false, true), None);
         assert_eq!(data.next_native_offset("d/hub/ack").0, hub);
     }
 

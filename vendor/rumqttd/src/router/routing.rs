@@ -333,7 +333,13 @@ impl Router {
                 // ANXIN PATCH: a clean session discards the saved persistent one, whose
                 // subscriptions held their filters (`DataLog::unsubscribed`).
                 for path in s.session_state.iter().flat_map(|s| s.subscriptions.iter()) {
-                    release_subscription(&mut self.datalog, &mut self.notifications, path, true);
+                    release_subscription(
+                        &mut self.datalog,
+                        &mut self.notifications,
+                        path,
+                        true,
+                        true,
+                    );
                 }
                 s.metrics
             });
@@ -537,7 +543,13 @@ impl Router {
             // reads is dropped with its log (`DataLog::unsubscribed`). A persistent
             // session's (above) hold their filters until it resumes or is discarded.
             for path in connection.subscriptions.iter() {
-                release_subscription(&mut self.datalog, &mut self.notifications, path, true);
+                release_subscription(
+                    &mut self.datalog,
+                    &mut self.notifications,
+                    path,
+                    false,
+                    true,
+                );
             }
             tracker.pause(PauseReason::Busy);
             let id = tracker.id.clone();
@@ -787,6 +799,7 @@ impl Router {
                                 &mut self.datalog,
                                 &mut self.notifications,
                                 filter,
+                                !connection.clean,
                                 connection.clean,
                             );
                             force_ack = true;
@@ -999,7 +1012,7 @@ impl Router {
         // i.e. its a new subscription
         if connection.subscriptions.insert(filter_path.clone()) {
             // ANXIN PATCH: the filter is kept while this subscription lasts.
-            self.datalog.subscribed(filter_idx);
+            self.datalog.subscribed(filter_idx, !connection.clean);
             let request = DataRequest {
                 filter: filter_path.clone(),
                 filter_idx,
@@ -1808,9 +1821,10 @@ fn release_subscription(
     datalog: &mut DataLog,
     notifications: &mut VecDeque<(ConnectionId, DataRequest)>,
     path: &str,
+    persistent: bool,
     free: bool,
 ) {
-    if let Some(idx) = datalog.unsubscribed(path, free) {
+    if let Some(idx) = datalog.unsubscribed(path, persistent, free) {
         notifications.retain(|(_, request)| request.filter_idx != idx);
     }
 }
@@ -2481,6 +2495,10 @@ mod anxin_filter_lifetime {
     const SMALL: usize = 1024;
 
     fn router() -> Router {
+        router_with(SMALL)
+    }
+
+    fn router_with(small: usize) -> Router {
         Router::new(
             0,
             RouterConfig {
@@ -2492,7 +2510,7 @@ mod anxin_filter_lifetime {
                 initialized_filters: None,
                 shared_subscriptions_strategy: Default::default(),
                 exact_filter_segment: Some(SegmentConfig {
-                    max_segment_size: SMALL,
+                    max_segment_size: small,
                     max_segment_count: 2,
                 }),
             },
@@ -2594,9 +2612,10 @@ mod anxin_filter_lifetime {
     #[test]
     fn an_exact_filters_log_stays_small_while_a_wildcards_keeps_its_size() {
         let mut router = router();
-        let hub = connect(&mut router, "hub", true);
+        // Persistent sessions, so that the logs keep what was read (see the next test).
+        let hub = connect(&mut router, "hub", false);
         subscribe(&mut router, &hub, &["d/+/events"], QoS::AtMostOnce);
-        let device = connect(&mut router, "d1", true);
+        let device = connect(&mut router, "d1", false);
         subscribe(&mut router, &device, &["d/d1/errors"], QoS::AtMostOnce);
 
         // 1,000 error reports to the device, 1,000 events from it: 115 bytes each as the
@@ -2628,6 +2647,121 @@ mod anxin_filter_lifetime {
         );
         let wildcard = router.datalog.log_size("d/+/events").expect("wildcard log");
         assert_eq!(wildcard, 1_000 * 115, "the wildcard's log keeps everything");
+    }
+
+    fn puback(pkid: u16) -> Packet {
+        Packet::PubAck(
+            crate::protocol::PubAck {
+                pkid,
+                reason: PubAckReason::Success,
+            },
+            None,
+        )
+    }
+
+    /// Packet ids of the QoS 1 messages forwarded to `client` since the last call.
+    fn received_pkids(client: &Client) -> Vec<u16> {
+        client
+            .outgoing
+            .lock()
+            .drain(..)
+            .filter_map(|n| match n {
+                Notification::Forward(f) => Some(f.publish.pkid),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_log_is_emptied_once_every_clean_subscriber_has_read_it() {
+        // Room for the 150 messages below (a smaller log would drop some before the
+        // device reads them: sized for the bursts a reader may lag behind by).
+        let mut router = router_with(16 * 1024);
+        let hub = connect(&mut router, "hub", true);
+        subscribe(&mut router, &hub, &["d/+/events"], QoS::AtMostOnce);
+        let device = connect(&mut router, "d1", true);
+        subscribe(&mut router, &device, &["d/d1/errors"], QoS::AtLeastOnce);
+        for i in 0..50 {
+            send(
+                &mut router,
+                &hub,
+                vec![publish("d/d1/errors", &format!("r{i}"), false)],
+            );
+            send(
+                &mut router,
+                &device,
+                vec![publish("d/d1/events", &format!("e{i}"), false)],
+            );
+        }
+        // Read as they came: nothing is kept.
+        assert_eq!(router.datalog.log_size("d/d1/errors"), Some(0));
+        assert_eq!(router.datalog.log_size("d/+/events"), Some(0));
+        let pkids = received_pkids(&device);
+        assert_eq!(pkids.len(), 50);
+        for pkid in pkids {
+            send(&mut router, &device, vec![puback(pkid)]);
+        }
+
+        // A reader with 100 messages unacknowledged stops reading: the log keeps the rest
+        // for it, and it gets every one, in order, once it acknowledges.
+        let batch: Vec<Packet> = (0..150)
+            .map(|i| publish("d/d1/errors", &format!("s{i}"), false))
+            .collect();
+        send(&mut router, &hub, batch);
+        assert!(router.datalog.log_size("d/d1/errors") > Some(0));
+        let mut got: Vec<String> = Vec::new();
+        for _ in 0..3 {
+            let forwards: Vec<(u16, String)> = device
+                .outgoing
+                .lock()
+                .drain(..)
+                .filter_map(|n| match n {
+                    Notification::Forward(f) => Some((
+                        f.publish.pkid,
+                        String::from_utf8_lossy(&f.publish.payload).into(),
+                    )),
+                    _ => None,
+                })
+                .collect();
+            for (pkid, payload) in forwards {
+                got.push(payload);
+                send(&mut router, &device, vec![puback(pkid)]);
+            }
+        }
+        let want: Vec<String> = (0..150).map(|i| format!("s{i}")).collect();
+        assert_eq!(got, want);
+        assert_eq!(router.datalog.log_size("d/d1/errors"), Some(0));
+        assert!(router.alertlog.take().is_empty(), "no reader jumped");
+
+        // Offsets go on: a new subscriber and the old one get only what comes next.
+        let late = connect(&mut router, "late", true);
+        subscribe(&mut router, &late, &["d/+/events"], QoS::AtMostOnce);
+        received(&hub);
+        send(
+            &mut router,
+            &device,
+            vec![publish("d/d1/events", "next", false)],
+        );
+        assert_eq!(received(&hub), ["next"]);
+        assert_eq!(received(&late), ["next"]);
+    }
+
+    #[test]
+    fn a_persistent_or_shared_subscriber_keeps_the_log() {
+        let mut router = router();
+        let publisher = connect(&mut router, "pub", true);
+        let clean = connect(&mut router, "clean", true);
+        let persistent = connect(&mut router, "persistent", false);
+        subscribe(&mut router, &clean, &["t/1", "t/2"], QoS::AtMostOnce);
+        subscribe(&mut router, &persistent, &["t/1"], QoS::AtMostOnce);
+        let shared = connect(&mut router, "shared", true);
+        subscribe(&mut router, &shared, &["$share/g/t/2"], QoS::AtMostOnce);
+        send(&mut router, &publisher, vec![publish("t/1", "1", false)]);
+        send(&mut router, &publisher, vec![publish("t/2", "2", false)]);
+        assert_eq!(received(&persistent), ["1"]);
+        assert_eq!(received(&shared), ["2"]);
+        assert!(router.datalog.log_size("t/1") > Some(0));
+        assert!(router.datalog.log_size("t/2") > Some(0));
     }
 
     #[test]

@@ -169,6 +169,23 @@ where
         }
     }
 
+    /// ANXIN PATCH: drop every message, keeping the offsets: the next append gets the
+    /// offset it would have got, and a cursor at the end (`next_offset`) stays valid
+    /// (the active segment keeps its index and starts where it ended). For when every
+    /// reader has read everything (`DataLog::park`). Returns whether anything was held.
+    pub fn clear(&mut self) -> bool {
+        if self.segments.len() == 1 && self.active_segment().len() == 0 {
+            return false;
+        }
+        let capacity = self.segment_capacity;
+        while self.segments.len() > 1 {
+            self.segments.pop_front();
+        }
+        self.head = self.tail;
+        self.active_segment_mut().clear(capacity);
+        true
+    }
+
     #[inline]
     pub fn last(&self) -> Option<T> {
         self.active_segment().last()

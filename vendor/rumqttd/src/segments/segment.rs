@@ -110,6 +110,15 @@ where
         self.total_size
     }
 
+    /// ANXIN PATCH: drop the data, the segment now starting at its old `next_offset`; a
+    /// `Vec` grown past `capacity` by a burst is given back.
+    pub(crate) fn clear(&mut self, capacity: usize) {
+        self.absolute_offset = self.next_offset();
+        self.data.clear();
+        self.data.shrink_to(capacity);
+        self.total_size = 0;
+    }
+
     #[inline]
     pub fn last(&self) -> Option<T> {
         self.data.last().cloned()
