@@ -129,7 +129,7 @@ async fn a_fall_reaches_the_village_board_within_2_s_and_its_acknowledgement_the
     town.wait_js(
         "the acknowledgement on the town board, with the worker's name",
         &format!(
-            "const r = document.querySelector('{}'); return r && r.dataset.state === 'acknowledged' && r.textContent.includes('Demo contact 2 于');",
+            "const r = document.querySelector('{}'); return r && r.dataset.state === 'acknowledged' && r.textContent.includes('Demo contact 2（村）于');",
             row(&id)
         ),
     )
@@ -494,7 +494,7 @@ async fn the_home_view_and_the_supervisor_view_show_a_districts_state() {
     assert_eq!(tiles[0], "3", "{tiles}");
     assert_eq!(tiles[1], "2", "{tiles}");
     assert_eq!(
-        tiles[2], "1 分钟",
+        tiles[2], "1 分 35 秒",
         "one acknowledgement after 95 s: {tiles}"
     );
     let bars = d
@@ -648,7 +648,7 @@ async fn the_board_shows_who_was_called_and_whether_they_answered() {
     board
         .wait_js(
             "the row to show 'on the way'",
-            &format!("const r = document.querySelector('{}'); return r && r.dataset.state === 'acknowledged' && r.textContent.includes('正在赶往');", row(&id)),
+            &format!("const r = document.querySelector('{}'); return r && r.dataset.state === 'acknowledged' && r.textContent.includes('正在赶往现场，预计');", row(&id)),
         )
         .await
         .expect("en route");
