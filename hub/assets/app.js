@@ -926,7 +926,6 @@ const Board = {
     if (s.step === "notified" && Array.isArray(d.recipients))
       return peopleText(d.recipients.map((id) => ({ contact_id: id })));
     if (s.step === "en_route" && d.eta_at) return t("tl.eta", { t: fmtTime(d.eta_at) });
-    if ((s.step === "raised" || s.step === "repeated") && d.device) return t("actor.device", { id: d.device });
     return "";
   },
 
