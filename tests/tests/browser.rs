@@ -967,6 +967,29 @@ async fn every_text_on_the_zh_cn_pages_is_chinese_and_says_who_was_told() {
         "{boxed}"
     );
     assert_no_raw_text(&f, "family view", &allowed).await;
+    // The same in English, from the same catalogue.
+    f.js(
+        "localStorage.setItem('anxin.lang', 'en'); location.reload();",
+        vec![],
+    )
+    .await
+    .expect("switch to English");
+    f.wait_js(
+        "the English family view with the alarm",
+        &format!("return document.documentElement.lang === 'en' && document.body.dataset.ready === '1' && !!document.querySelector('.alert-box[data-alarm-id=\"{sos}\"]');"),
+    )
+    .await
+    .expect("english");
+    let boxed = f
+        .text(&format!(".alert-box[data-alarm-id=\"{sos}\"]"))
+        .await
+        .expect("alarm box");
+    assert!(
+        boxed.contains("SOS button pressed")
+            && boxed.contains("You are handling it")
+            && boxed.contains("On the way, arriving "),
+        "{boxed}"
+    );
     f.close().await;
     hub.app.shutdown().await;
 }
