@@ -35,9 +35,26 @@ function put(el, ...children) {
 
 const UI = { offset: 480, contact: null, dispositions: [], skew: 0, people: new Map() };
 
-/** A person's name for an account or contact id (from the directory), else the id. */
-function personName(id) {
-  return UI.people.get(id)?.name || id;
+/** Who did a step, as a person reads it: the hub itself is "system", a device is
+ *  "device <id>", a person is their name and role ("王芳（家属）"). */
+function actorText(id) {
+  if (!id) return "";
+  if (id === "hub") return t("actor.system");
+  if (id.startsWith("device:")) return t("actor.device", { id: id.slice(7) });
+  return personWithRole(id);
+}
+
+/** "王芳（家属）" / "Wang Fang (family)"; just the name when the role is not known. */
+function personWithRole(id, known) {
+  const p = known || UI.people.get(id);
+  const role = p?.role || (id.startsWith("elder:") ? "elder" : null);
+  const name = p?.name || id;
+  return role ? t("person.role", { name, role: t("role." + role) }) : name;
+}
+
+/** Several people in one line: "王芳（家属）、李娜（村）". */
+function peopleText(people) {
+  return people.map((p) => personWithRole(p.contact_id, p.name ? p : null)).join(t("list.sep"));
 }
 
 /** Remember the names of the people in a directory answer. */
@@ -92,13 +109,17 @@ function fmtTime(ms, withDate = false) {
   return `${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())} ${hm}`;
 }
 
+/** Every duration on every page: "40 秒", "1 分 40 秒", "2 小时 5 分", "1 天 3 小时". */
 function fmtDuration(ms) {
-  const min = Math.max(0, Math.floor(ms / 60000));
-  if (min < 1) return t("ago.now");
-  if (min < 60) return t("ago.min", { n: min });
-  const hours = Math.floor(min / 60);
-  if (hours < 24) return t("ago.hour", { h: hours, m: min % 60 });
-  return t("ago.day", { d: Math.floor(hours / 24), h: hours % 24 });
+  if (ms === null || ms === undefined) return "—";
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 60) return t("dur.s", { s });
+  const m = Math.floor(s / 60);
+  if (m < 60) return s % 60 ? t("dur.ms", { m, s: s % 60 }) : t("dur.m", { m });
+  const hr = Math.floor(m / 60);
+  if (hr < 24) return m % 60 ? t("dur.hm", { h: hr, m: m % 60 }) : t("dur.h", { h: hr });
+  const d = Math.floor(hr / 24);
+  return hr % 24 ? t("dur.dh", { d, h: hr % 24 }) : t("dur.d", { d });
 }
 
 function agoText(ms) {
@@ -106,16 +127,51 @@ function agoText(ms) {
   return d < 60000 ? t("ago.now") : t("alarm.raised_ago", { ago: fmtDuration(d) });
 }
 
-function seconds(ms) {
-  if (ms === null || ms === undefined) return "—";
-  if (ms < 60000) return `${Math.round(ms / 1000)} s`;
-  return fmtDuration(ms);
-}
-
-/** An alarm's title in the page's language (built-in rules are translated). */
+/** An alarm's title in the page's language, from its rule (a rule the catalogue does
+ *  not know, e.g. one a district added, shows the title its rule file gives). */
 function alarmTitle(a) {
   const key = `rule.${a.rule_id}`;
-  return currentLang() !== "en" && has(key) ? t(key) : a.title;
+  return has(key) ? t(key) : a.title;
+}
+
+/** What the alarm is about, from its rule and device (not the English text stored when
+ *  it was raised, except for a rule the catalogue does not know, in English). */
+function alarmDetail(a) {
+  const key = `rdetail.${a.rule_id}`;
+  if (has(key)) return t(key, { device: a.device_id || "—" });
+  if (currentLang() === "en" && a.detail) return a.detail;
+  return a.device_id ? t("actor.device", { id: a.device_id }) : "";
+}
+
+/** The one status of an alarm: new / notified / acknowledged, on the way (with the
+ *  expected arrival) or on site. */
+function statusText(a) {
+  if (a.state === "acknowledged" && a.response === "en_route")
+    return a.eta_at ? t("resp.en_route_eta", { t: fmtTime(a.eta_at) }) : t("resp.en_route");
+  if (a.state === "acknowledged" && a.response === "on_site")
+    return a.on_site_at ? t("resp.on_site_at", { t: fmtTime(a.on_site_at) }) : t("resp.on_site");
+  return t("state." + a.state);
+}
+
+/** An escalation level by name: "村/家属", "镇/街道", "区". */
+function levelName(n) {
+  return t("level." + Math.min(Math.max(Number(n) || 0, 0), 2));
+}
+
+/** Who each notification told, by level: "已通知：王芳（家属）、李娜（村）",
+ *  "已上报至镇/街道：张伟（镇）". Repeats at a level name each person once. */
+function toldLines(notified) {
+  const byLevel = new Map();
+  for (const n of notified || []) {
+    const seen = byLevel.get(n.level) || new Map();
+    for (const r of n.recipients) seen.set(r.contact_id, r);
+    byLevel.set(n.level, seen);
+  }
+  return [...byLevel].map(([level, people]) =>
+    level > 0
+      ? t("told.up", { level: levelName(level), who: peopleText([...people.values()]) })
+      : t("told.first", { who: peopleText([...people.values()]) }),
+  );
 }
 
 function severityRank(s) {
@@ -368,6 +424,7 @@ function desktopNotify(a, where) {
 const Board = {
   alarms: new Map(),
   deliveries: new Map(),
+  told: new Map(),
   households: new Map(),
   villages: [],
   selected: null,
@@ -490,8 +547,12 @@ const Board = {
     try {
       const d = await api(`/api/alarms/${encodeURIComponent(id)}/deliveries`);
       this.deliveries.set(id, d.deliveries);
+      this.told.set(id, d.notified || []);
+      for (const n of d.notified || []) for (const r of n.recipients) if (r.name && !UI.people.has(r.contact_id)) UI.people.set(r.contact_id, r);
       const row = document.querySelector(`.alarm[data-alarm-id="${CSS.escape(id)}"] .deliveries`);
       if (row) put(row, ...this.deliveryChips(id));
+      const told = document.querySelector(`.alarm[data-alarm-id="${CSS.escape(id)}"] .told`);
+      if (told) put(told, ...this.toldItems(id));
       if (this.selected === id) this.renderDeliveries();
     } catch (_) {
       // shown as "no SMS or call yet"; the next update fetches again
@@ -604,9 +665,13 @@ const Board = {
     });
   },
 
+  toldItems(id) {
+    return toldLines(this.told.get(id)).map((line) => h("div", { class: "told-line" }, line));
+  },
+
   row(a) {
     const alerting = a.severity === "critical" && isUnacked(a);
-    const levelText = a.level !== undefined ? t("alarm.level", { level: t("level." + a.level) }) : "";
+    const levelText = a.level > 0 ? t("alarm.level", { level: levelName(a.level) }) : "";
     return h(
       "article",
       {
@@ -629,8 +694,7 @@ const Board = {
           "div",
           { class: "title" },
           h("span", { class: "t" }, alarmTitle(a)),
-          h("span", { class: `badge state-${a.state}` }, t("state." + a.state)),
-          a.response ? h("span", { class: "badge resp" }, t("resp." + a.response)) : null,
+          h("span", { class: `badge state-${a.state}${a.response ? " resp-" + a.response : ""}` }, statusText(a)),
         ),
         h("div", { class: "where" }, this.where(a)),
         h(
@@ -639,8 +703,9 @@ const Board = {
           h("span", { class: "ago", "data-at": a.raised_at }, agoText(a.raised_at)),
           h("span", {}, fmtTime(a.raised_at)),
           levelText ? h("span", { class: "level" }, levelText) : null,
-          a.acked_by ? h("span", {}, t("alarm.acked_by", { who: personName(a.acked_by), at: fmtTime(a.acked_at) })) : null,
+          a.acked_by ? h("span", { class: "acked" }, t("alarm.acked_by", { who: personWithRole(a.acked_by), at: fmtTime(a.acked_at) })) : null,
         ),
+        h("div", { class: "told" }, this.toldItems(a.id)),
         h("div", { class: "deliveries" }, this.deliveryChips(a.id)),
       ),
       h(
@@ -782,17 +847,16 @@ const Board = {
         {},
         h("span", { class: `badge sev-${a.severity}` }, t("sev." + a.severity)),
         " ",
-        h("span", { class: `badge state-${a.state}` }, t("state." + a.state)),
-        a.response ? h("span", { class: "badge resp" }, t("resp." + a.response)) : null,
+        h("span", { class: `badge state-${a.state}${a.response ? " resp-" + a.response : ""}` }, statusText(a)),
       ),
       h("p", { class: "where" }, this.where(a)),
-      a.detail ? h("p", { class: "muted" }, a.detail) : null,
+      alarmDetail(a) ? h("p", { class: "muted", id: "detail-text" }, alarmDetail(a)) : null,
       h(
         "p",
         { class: "meta" },
         `${fmtTime(a.raised_at, true)} · `,
         h("span", { class: "ago", "data-at": a.raised_at }, agoText(a.raised_at)),
-        a.level !== undefined ? ` · ${t("alarm.level", { level: t("level." + a.level) })}` : "",
+        a.level > 0 ? ` · ${t("alarm.level", { level: levelName(a.level) })}` : "",
       ),
       a.household_id ? h("p", {}, h("a", { href: `/home/${encodeURIComponent(a.household_id)}` }, t("alarm.home") + " →")) : null,
       isUnacked(a)
@@ -824,8 +888,9 @@ const Board = {
             resNote,
             h("button", { id: "detail-resolve", onclick: () => this.resolve(id, disp.value, resNote.value.trim()) }, t("alarm.resolve")),
           )
-        : h("p", {}, t("alarm.resolved_by", { who: personName(a.resolved_by), at: fmtTime(a.resolved_at, true) }), a.disposition ? ` · ${t("disp." + a.disposition)}` : ""),
+        : h("p", {}, t("alarm.resolved_by", { who: personWithRole(a.resolved_by), at: fmtTime(a.resolved_at, true) }), a.disposition ? ` · ${t("disp." + a.disposition)}` : ""),
       h("h3", {}, t("alarm.notified")),
+      h("div", { id: "detail-told" }),
       h("div", { id: "detail-deliveries" }),
       h("h3", {}, t("alarm.timeline")),
       h(
@@ -836,14 +901,32 @@ const Board = {
             "li",
             { "data-step": s.step },
             h("time", {}, fmtTime(s.at, true)),
-            h("strong", {}, has("step." + s.step) ? t("step." + s.step) : s.step),
-            s.actor ? h("span", { class: "muted", title: s.actor }, personName(s.actor)) : null,
+            h("strong", {}, this.stepTitle(s)),
+            this.stepText(s) ? h("span", { class: "what" }, this.stepText(s)) : null,
+            s.actor && s.step !== "notified" ? h("span", { class: "muted", title: s.actor }, actorText(s.actor)) : null,
             s.detail && s.detail.note ? h("q", {}, s.detail.note) : null,
           ),
         ),
       ),
     );
     this.renderDeliveries();
+  },
+
+  /** A timeline step's name; a notification says to which level it went. */
+  stepTitle(s) {
+    const d = s.detail || {};
+    if (s.step === "notified" && d.level > 0) return t("step.notified_up", { level: levelName(d.level) });
+    if (s.step === "escalated" && d.to_level !== undefined) return t("step.escalated_to", { level: levelName(d.to_level) });
+    return has("step." + s.step) ? t("step." + s.step) : s.step;
+  },
+
+  /** What a step adds: the people a notification told, an expected arrival. */
+  stepText(s) {
+    const d = s.detail || {};
+    if (s.step === "notified" && Array.isArray(d.recipients))
+      return peopleText(d.recipients.map((id) => ({ contact_id: id })));
+    if (s.step === "en_route" && d.eta_at) return t("tl.eta", { t: fmtTime(d.eta_at) });
+    return "";
   },
 
   formValues(panel) {
@@ -859,6 +942,8 @@ const Board = {
     if (!box) return;
     const chips = this.deliveryChips(this.selected);
     put(box, ...(chips.length ? chips : [h("p", { class: "muted" }, t("alarm.no_deliveries"))]));
+    const told = $("#detail-told");
+    if (told) put(told, ...this.toldItems(this.selected));
   },
 };
 
@@ -893,7 +978,7 @@ const Home = {
     const hh = d.household;
     const section = (key, ...body) => h("section", { class: key === "home.devices" ? "card wide" : "card" }, h("h2", {}, t(key)), ...body);
     const contact = (c) =>
-      h("li", {}, h("strong", {}, c.name), " ", c.phone ? h("a", { href: `tel:${c.phone}` }, c.phone) : null, h("span", { class: "muted" }, ` ${c.role}`));
+      h("li", {}, h("strong", {}, c.name), " ", c.phone ? h("a", { href: `tel:${c.phone}` }, c.phone) : null, h("span", { class: "muted" }, ` ${t("role." + c.role)}`));
     const root = $("#home");
     root.dataset.household = hh.id;
     put(root, 
@@ -1070,8 +1155,8 @@ const Supervisor = {
         tile("k-unacked", "sup.unacked", unacked, unacked > 0),
         tile("k-overdue", "sup.overdue", s.overdue.length, s.overdue.length > 0),
         tile("k-offline", "sup.offline", offline, offline > 0),
-        tile("k-median", "sup.ack_median", seconds(s.ack_today.median_ms)),
-        tile("k-worst", "sup.ack_worst", seconds(s.ack_today.worst_ms)),
+        tile("k-median", "sup.ack_median", fmtDuration(s.ack_today.median_ms)),
+        tile("k-worst", "sup.ack_worst", fmtDuration(s.ack_today.worst_ms)),
       ),
       h("p", { class: "muted" }, t("sup.ack_count", { raised: s.ack_today.raised, acked: s.ack_today.acknowledged })),
       h(
@@ -1170,11 +1255,11 @@ function ackChart(waits) {
   const bw = Math.max(2, Math.min(24, (W - pad * 2) / mins.length - 2));
   const svg = h("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", id: "chart-ack" });
   svg.append(h("line", { x1: pad, y1: H - pad, x2: W - pad, y2: H - pad, class: "axis" }));
-  svg.append(h("text", { x: 2, y: pad - 8, class: "label" }, `${Math.ceil(max)} min`));
+  svg.append(h("text", { x: 2, y: pad - 8, class: "label" }, fmtDuration(Math.ceil(max) * 60000)));
   mins.forEach((m, i) => {
     const bh = (m / max) * (H - pad * 2);
     svg.append(
-      h("rect", { x: pad + i * (bw + 2), y: H - pad - bh, width: bw, height: Math.max(bh, 1), class: m > 5 ? "bar crit" : "bar other" }, h("title", {}, seconds(waits[i]))),
+      h("rect", { x: pad + i * (bw + 2), y: H - pad - bh, width: bw, height: Math.max(bh, 1), class: m > 5 ? "bar crit" : "bar other" }, h("title", {}, fmtDuration(waits[i]))),
     );
   });
   const sorted = [...mins].sort((a, b) => a - b);
@@ -1232,8 +1317,8 @@ const Family = {
               {},
               isUnacked(a)
                 ? t("fam.waiting")
-                : t("fam.handled_by", { who: a.acked_by === me ? t("fam.you") : personName(a.acked_by) }),
-              a.response ? ` · ${t("resp." + a.response)}` : "",
+                : a.acked_by === me ? t("fam.handled_by_you") : t("fam.handled_by", { who: personWithRole(a.acked_by) }),
+              a.response && a.response !== "seen" ? ` · ${statusText(a)}` : "",
             ),
             isUnacked(a)
               ? h(

@@ -400,7 +400,7 @@ async fn admin(store: &Store, cmd: Admin, now: i64, settings: &Settings) -> anyh
             if let Some(a) = &account {
                 check_id("account", a)?;
             }
-            if !["family", "village", "town", "district"].contains(&role.as_str()) {
+            if !crate::store::ROLES.contains(&role.as_str()) {
                 anyhow::bail!("role must be family, village, town or district");
             }
             let scope = Scope::parse(&scope).map_err(anyhow::Error::msg)?;

@@ -196,6 +196,24 @@ impl Alarm {
     }
 }
 
+/// Every `step` an alarm's timeline can hold (the pages have a text for each).
+pub const TIMELINE_STEPS: [&str; 11] = [
+    "raised",
+    "repeated",
+    "cleared",
+    "verifying",
+    "notified",
+    "escalated",
+    "acknowledged",
+    "en_route",
+    "on_site",
+    "overdue",
+    "resolved",
+];
+
+/// Every contact role (`contacts.role`); deliveries to an elder show the role `elder`.
+pub const ROLES: [&str; 4] = ["family", "village", "town", "district"];
+
 /// One step of an alarm's life.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct TimelineEntry {
@@ -2142,6 +2160,10 @@ async fn append(
     actor: Option<&str>,
     detail: serde_json::Value,
 ) -> Result<AlarmUpdate> {
+    debug_assert!(
+        TIMELINE_STEPS.contains(&step),
+        "timeline step {step} missing from TIMELINE_STEPS"
+    );
     let seq: i64 = sqlx::query_scalar("INSERT INTO alarm_timeline (alarm_id, at, step, actor, detail) VALUES ($1, $2, $3, $4, $5) RETURNING seq")
         .bind(alarm_id)
         .bind(at)

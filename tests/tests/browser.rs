@@ -129,7 +129,7 @@ async fn a_fall_reaches_the_village_board_within_2_s_and_its_acknowledgement_the
     town.wait_js(
         "the acknowledgement on the town board, with the worker's name",
         &format!(
-            "const r = document.querySelector('{}'); return r && r.dataset.state === 'acknowledged' && r.textContent.includes('Demo contact 2 于');",
+            "const r = document.querySelector('{}'); return r && r.dataset.state === 'acknowledged' && r.textContent.includes('Demo contact 2（村）于');",
             row(&id)
         ),
     )
@@ -494,7 +494,7 @@ async fn the_home_view_and_the_supervisor_view_show_a_districts_state() {
     assert_eq!(tiles[0], "3", "{tiles}");
     assert_eq!(tiles[1], "2", "{tiles}");
     assert_eq!(
-        tiles[2], "1 分钟",
+        tiles[2], "1 分 35 秒",
         "one acknowledgement after 95 s: {tiles}"
     );
     let bars = d
@@ -648,7 +648,7 @@ async fn the_board_shows_who_was_called_and_whether_they_answered() {
     board
         .wait_js(
             "the row to show 'on the way'",
-            &format!("const r = document.querySelector('{}'); return r && r.dataset.state === 'acknowledged' && r.textContent.includes('正在赶往');", row(&id)),
+            &format!("const r = document.querySelector('{}'); return r && r.dataset.state === 'acknowledged' && r.textContent.includes('正在赶往现场，预计');", row(&id)),
         )
         .await
         .expect("en route");
@@ -664,5 +664,332 @@ async fn the_board_shows_who_was_called_and_whether_they_answered() {
     assert_eq!(stored["alarm"]["response"], "en_route");
     assert_eq!(stored["alarm"]["acked_by"], "c-village-1");
     board.close().await;
+    hub.app.shutdown().await;
+}
+
+/// Every ASCII token of `s` (runs of letters, digits and `_ : . -`), as the pages' raw-code
+/// check splits visible text.
+fn ascii_tokens(s: &str) -> Vec<String> {
+    s.split(|c: char| !(c.is_ascii_alphanumeric() || "_:.-".contains(c)))
+        .map(|t| t.trim_matches(|c: char| c == '.' || c == ':' || c == '-'))
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The ASCII tokens a zh-CN page may show: ids, names and addresses of the demo data
+/// (what the district's directory and the homes' device lists hold), the product's
+/// own words (SOS), and the language picker's "English". Never a role, a step or a
+/// state: those have Chinese texts.
+async fn allowed_tokens(hub: &TestHub) -> std::collections::BTreeSet<String> {
+    let (status, dir) = hub.api().get("demo-district", "/api/directory").await;
+    assert_eq!(status, 200, "{dir}");
+    let mut strings: Vec<String> = vec!["SOS".into(), "English".into()];
+    let text = |v: &Value| v.as_str().map(str::to_owned);
+    for p in dir["people"].as_array().into_iter().flatten() {
+        strings.extend([text(&p["id"]), text(&p["name"])].into_iter().flatten());
+    }
+    for v in dir["villages"].as_array().into_iter().flatten() {
+        for k in ["id", "name", "town_id", "town_name"] {
+            strings.extend(text(&v[k]));
+        }
+    }
+    for h in dir["households"].as_array().into_iter().flatten() {
+        for k in [
+            "id",
+            "address",
+            "village_id",
+            "village_name",
+            "town_id",
+            "town_name",
+        ] {
+            strings.extend(text(&h[k]));
+        }
+        strings.extend(
+            h["elders"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(text),
+        );
+        let id = h["id"].as_str().unwrap_or_default();
+        let (_, home) = hub
+            .api()
+            .get("demo-district", &format!("/api/households/{id}"))
+            .await;
+        for d in home["devices"].as_array().into_iter().flatten() {
+            strings.extend(text(&d["id"]));
+        }
+        for e in home["elders"].as_array().into_iter().flatten() {
+            strings.extend(text(&e["name"]));
+        }
+    }
+    strings.iter().flat_map(|s| ascii_tokens(s)).collect()
+}
+
+/// Fail on any visible text of the page that is a raw code or English: an ASCII token
+/// with a run of 3+ letters that is not an id or a name of the demo data (`en_route`,
+/// `on_site`, `hub`, `device:demo-pendant-1`, `family`, `min` all fail).
+async fn assert_no_raw_text(b: &Browser, page: &str, allowed: &std::collections::BTreeSet<String>) {
+    let text = b
+        .js("return document.body.innerText;", vec![])
+        .await
+        .expect("page text");
+    let text = text.as_str().unwrap_or_default();
+    let has_word = |t: &str| {
+        t.as_bytes()
+            .windows(3)
+            .any(|w| w.iter().all(u8::is_ascii_alphabetic))
+    };
+    let bad: Vec<String> = ascii_tokens(text)
+        .into_iter()
+        .filter(|t| has_word(t) && !allowed.contains(t))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{page}: raw codes or English on the zh-CN page: {bad:?}\n---\n{text}"
+    );
+}
+
+#[tokio::test]
+async fn every_text_on_the_zh_cn_pages_is_chinese_and_says_who_was_told() {
+    let Some(chrome) = browser::available() else {
+        return;
+    };
+    let _one = ONE_AT_A_TIME.lock().await;
+    let hub = TestHub::spawn().await;
+    let allowed = allowed_tokens(&hub).await;
+    assert!(
+        !allowed.contains("hub") && !allowed.contains("family") && !allowed.contains("en_route"),
+        "the allow-list holds only data: {allowed:?}"
+    );
+    let pir = hub.device("demo-pir-1").await;
+    pir.send(&payload::event("motion", json!({ "occupancy": true })))
+        .await
+        .expect("motion");
+    // An SOS in h-1 nobody takes for 200 s climbs to the town (c-town-1 is told); then
+    // the family takes it and the village worker is on the way.
+    let sos = hub.raise("demo-pendant-1", "sos").await;
+    hub.advance(200);
+    hub.app.alarms.run_due().await.expect("escalation pass");
+    let (status, body) = hub
+        .api()
+        .post(
+            "demo-family-1",
+            &format!("/api/alarms/{sos}/acknowledge"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = hub
+        .api()
+        .post(
+            "demo-village-1",
+            &format!("/api/alarms/{sos}/en-route"),
+            json!({ "eta_minutes": 20 }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // A fall nobody has taken yet.
+    let fall = hub.raise("demo-fall-1", "fall").await;
+
+    // The board: each row says who was told, at which level, by name and role.
+    let b = Browser::start(&chrome, &hub.http, DESKTOP)
+        .await
+        .expect("browser");
+    b.login("c-village-1", PASSWORD).await.expect("login");
+    wait_connected(&b).await;
+    let told = |id: &str| {
+        format!(
+            "const r = document.querySelector('{}'); return r && r.querySelectorAll('.told .told-line').length ? [...r.querySelectorAll('.told .told-line')].map(l => l.textContent) : null;",
+            row(id)
+        )
+    };
+    let sos_told = browser::wait_js_for(&b, "who was told of the SOS", &told(&sos), PATIENCE)
+        .await
+        .expect("recipients on the SOS row");
+    assert_eq!(
+        sos_told,
+        json!([
+            "已通知：Demo contact 1（家属）、Demo contact 2（村）",
+            "已上报至镇/街道：Demo contact 5（镇）"
+        ]),
+        "the people told at each level, by name and role"
+    );
+    let fall_told = browser::wait_js_for(&b, "who was told of the fall", &told(&fall), PATIENCE)
+        .await
+        .expect("recipients on the fall row");
+    assert_eq!(
+        fall_told,
+        json!(["已通知：Demo contact 1（家属）、Demo contact 2（村）"])
+    );
+    let sos_row = b
+        .js(
+            &format!(
+                "const r = document.querySelector('{}'); return [r.querySelectorAll('.badge').length, r.querySelector('.badge').textContent, r.querySelector('.level').textContent, r.querySelector('.acked').textContent];",
+                row(&sos)
+            ),
+            vec![],
+        )
+        .await
+        .expect("row");
+    assert_eq!(sos_row[0], json!(1), "one status badge per row: {sos_row}");
+    let badge = sos_row[1].as_str().unwrap_or_default();
+    assert!(
+        badge.starts_with("正在赶往现场，预计 ") && badge.ends_with(" 到"),
+        "on the way, with the arrival time: {badge}"
+    );
+    assert_eq!(sos_row[2], json!("已上报至：镇/街道"));
+    let acked = sos_row[3].as_str().unwrap_or_default();
+    assert!(
+        acked.starts_with("Demo contact 1（家属）于 "),
+        "the family member who took it, shown as family: {acked}"
+    );
+    assert_no_raw_text(&b, "board", &allowed).await;
+
+    // The alarm's panel: the detail from the rule, the timeline in words.
+    b.click(&row(&sos)).await.expect("open the SOS");
+    b.wait_js(
+        "the timeline with the on-my-way step and who was told",
+        "return !!document.querySelector('#detail .timeline li[data-step=en_route]') && document.querySelectorAll('#detail-told .told-line').length === 2;",
+    )
+    .await
+    .expect("panel");
+    let steps = b
+        .js(
+            "return [...document.querySelectorAll('#detail .timeline li')].map(l => [l.dataset.step, l.textContent]);",
+            vec![],
+        )
+        .await
+        .expect("timeline");
+    let steps = steps.as_array().cloned().unwrap_or_default();
+    let step = |name: &str| -> Vec<String> {
+        steps
+            .iter()
+            .filter(|s| s[0] == name)
+            .map(|s| s[1].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert!(
+        step("raised")
+            .iter()
+            .any(|t| t.contains("报警设备 demo-pendant-1")),
+        "raised by the device, said in words: {steps:?}"
+    );
+    let notified = step("notified");
+    assert!(
+        notified
+            .iter()
+            .any(|t| t.contains("已通知")
+                && t.contains("Demo contact 1（家属）、Demo contact 2（村）")),
+        "{notified:?}"
+    );
+    assert!(
+        notified
+            .iter()
+            .any(|t| t.contains("已上报至镇/街道") && t.contains("Demo contact 5（镇）")),
+        "{notified:?}"
+    );
+    assert!(
+        step("escalated")
+            .iter()
+            .any(|t| t.contains("上报至镇/街道") && t.contains("系统")),
+        "{steps:?}"
+    );
+    assert!(
+        step("acknowledged")
+            .iter()
+            .any(|t| t.contains("Demo contact 1（家属）")),
+        "{steps:?}"
+    );
+    assert!(
+        step("en_route")
+            .iter()
+            .any(|t| t.contains("正在赶往现场") && t.contains("预计")),
+        "{steps:?}"
+    );
+    assert_eq!(
+        b.text("#detail-text").await.expect("detail"),
+        "设备 demo-pendant-1 的 SOS 按钮被按下"
+    );
+    assert_no_raw_text(&b, "alarm panel", &allowed).await;
+    b.click(&row(&fall)).await.expect("open the fall");
+    b.wait_js(
+        "the fall's panel",
+        "return !!document.querySelector('#detail-ack') && !!document.querySelector('#detail .timeline li[data-step=notified]');",
+    )
+    .await
+    .expect("panel");
+    assert_eq!(
+        b.text("#detail-en-route").await.expect("button"),
+        "我正在赶往现场"
+    );
+    assert_no_raw_text(&b, "alarm panel (new alarm)", &allowed).await;
+
+    // The home view: contacts' roles in words.
+    b.goto("/home/h-1").await.expect("goto");
+    b.wait_ready().await.expect("home view");
+    let duty = b.text("#home").await.expect("home");
+    assert!(duty.contains("家属") || duty.contains("村"), "{duty}");
+    assert_no_raw_text(&b, "home view", &allowed).await;
+
+    // The supervisor view: one duration format (the SOS waited 200 s).
+    b.goto("/supervisor").await.expect("goto");
+    b.wait_ready().await.expect("supervisor view");
+    b.wait_js(
+        "the tiles",
+        "return !!document.querySelector('#k-median .v');",
+    )
+    .await
+    .expect("tiles");
+    assert_eq!(b.text("#k-median .v").await.expect("median"), "3 分 20 秒");
+    assert_no_raw_text(&b, "supervisor view", &allowed).await;
+    b.close().await;
+
+    // The family view: the family member sees that they took it, and who is on the way.
+    let f = Browser::start(&chrome, &hub.http, PHONE)
+        .await
+        .expect("browser");
+    f.login("c-family-1", PASSWORD).await.expect("login");
+    let card = ".elder-card[data-household=\"h-1\"]";
+    f.wait_js(
+        "the family card with the alarms",
+        &format!("const c = document.querySelector('{card}'); return c && c.dataset.status === 'alarm' && !!c.querySelector('.alert-box[data-alarm-id=\"{sos}\"]');"),
+    )
+    .await
+    .expect("card");
+    let boxed = f
+        .text(&format!(".alert-box[data-alarm-id=\"{sos}\"]"))
+        .await
+        .expect("alarm box");
+    assert!(
+        boxed.contains("您正在处理") && boxed.contains("正在赶往现场，预计"),
+        "{boxed}"
+    );
+    assert_no_raw_text(&f, "family view", &allowed).await;
+    // The same in English, from the same catalogue.
+    f.js(
+        "localStorage.setItem('anxin.lang', 'en'); location.reload();",
+        vec![],
+    )
+    .await
+    .expect("switch to English");
+    f.wait_js(
+        "the English family view with the alarm",
+        &format!("return document.documentElement.lang === 'en' && document.body.dataset.ready === '1' && !!document.querySelector('.alert-box[data-alarm-id=\"{sos}\"]');"),
+    )
+    .await
+    .expect("english");
+    let boxed = f
+        .text(&format!(".alert-box[data-alarm-id=\"{sos}\"]"))
+        .await
+        .expect("alarm box");
+    assert!(
+        boxed.contains("SOS button pressed")
+            && boxed.contains("You are handling it")
+            && boxed.contains("On the way, arriving "),
+        "{boxed}"
+    );
+    f.close().await;
     hub.app.shutdown().await;
 }

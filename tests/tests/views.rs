@@ -177,3 +177,54 @@ async fn delivery_changes_reach_staff_boards_in_scope_only() {
     }
     hub.app.shutdown().await;
 }
+
+/// A person told: contact id, name, role.
+type Told = (String, String, String);
+
+/// Who each notification told, by level, with names and roles (what the board shows as
+/// 「已通知：…」 and 「已上报至镇/街道：…」), also without SMS or calls.
+#[tokio::test]
+async fn the_deliveries_say_who_each_notification_told_by_level() {
+    let hub = TestHub::spawn().await;
+    let id = hub.raise("demo-pendant-1", "sos").await;
+    // Not acknowledged within 180 s: the town is told.
+    hub.advance(200);
+    hub.app.alarms.run_due().await.expect("escalation pass");
+    let (status, d) = hub
+        .api()
+        .get("demo-village-1", &format!("/api/alarms/{id}/deliveries"))
+        .await;
+    assert_eq!(status, 200, "{d}");
+    let told: Vec<(i64, Vec<Told>)> = d["notified"]
+        .as_array()
+        .expect("notified")
+        .iter()
+        .map(|n| {
+            let people = n["recipients"]
+                .as_array()
+                .expect("recipients")
+                .iter()
+                .map(|r| {
+                    let s = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
+                    (s("contact_id"), s("name"), s("role"))
+                })
+                .collect();
+            (n["level"].as_i64().unwrap_or(-1), people)
+        })
+        .collect();
+    let p = |id: &str, name: &str, role: &str| (id.to_owned(), name.to_owned(), role.to_owned());
+    assert_eq!(
+        told,
+        vec![
+            (
+                0,
+                vec![
+                    p("c-family-1", "Demo contact 1", "family"),
+                    p("c-village-1", "Demo contact 2", "village")
+                ]
+            ),
+            (1, vec![p("c-town-1", "Demo contact 5", "town")]),
+        ],
+        "{d}"
+    );
+}

@@ -204,12 +204,38 @@ mod tests {
         assert!(zh.len() > 150, "parsed {} zh keys", zh.len());
         let missing_in_zh: Vec<_> = en.difference(&zh).collect();
         assert!(missing_in_zh.is_empty(), "not in zh-CN: {missing_in_zh:?}");
-        // Rule titles are translated into Chinese only; in English the rule's own title shows.
-        let missing_in_en: Vec<_> = zh
-            .difference(&en)
-            .filter(|k| !k.starts_with("rule."))
-            .collect();
+        let missing_in_en: Vec<_> = zh.difference(&en).collect();
         assert!(missing_in_en.is_empty(), "not in en: {missing_in_en:?}");
+        // Every code a page turns into text through a prefix (`t("step." + s.step)`) has
+        // a text: the lists come from the code that produces the codes.
+        let rules = alert_rules::RuleSet::default_rules();
+        let rule_ids = rules.rule_ids();
+        let roles: Vec<&str> = crate::store::ROLES
+            .iter()
+            .copied()
+            .chain(["elder"])
+            .collect();
+        let families: [(&str, &[&str]); 6] = [
+            ("step.", &crate::store::TIMELINE_STEPS),
+            ("role.", &roles),
+            ("disp.", &crate::http::DISPOSITIONS),
+            ("sig.", &alert_rules::SIGNAL_NAMES),
+            ("rule.", &rule_ids),
+            ("rdetail.", &rule_ids),
+        ];
+        let mut no_text = Vec::new();
+        for (prefix, codes) in families {
+            for code in codes {
+                let key = format!("{prefix}{code}");
+                if !zh.contains(&key) || !en.contains(&key) {
+                    no_text.push(key);
+                }
+            }
+        }
+        assert!(
+            no_text.is_empty(),
+            "codes a page can show without a text in both languages: {no_text:?}"
+        );
         // Every key the script asks for literally exists.
         let app = Assets::get("app.js").expect("app.js");
         let app = std::str::from_utf8(&app.data).expect("utf-8");

@@ -169,8 +169,51 @@ pub(super) async fn deliveries(
     }
     let store = &state.alarms.store;
     let rows = store.deliveries(&id).await?;
-    let ids: Vec<String> = rows.iter().map(|d| d.contact_id.clone()).collect();
+    // Each `notified` step of the timeline: the level and the people it told.
+    let told: Vec<(i64, i64, Vec<String>)> = store
+        .timeline(&id)
+        .await?
+        .into_iter()
+        .filter(|s| s.step == "notified")
+        .map(|s| {
+            let level = s.detail.get("level").and_then(Value::as_i64).unwrap_or(0);
+            let who = s
+                .detail
+                .get("recipients")
+                .and_then(Value::as_array)
+                .map(|r| {
+                    r.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            (s.at, level, who)
+        })
+        .collect();
+    let mut ids: Vec<String> = rows.iter().map(|d| d.contact_id.clone()).collect();
+    ids.extend(told.iter().flat_map(|(_, _, who)| who.iter().cloned()));
+    ids.sort_unstable();
+    ids.dedup();
     let names = store.contacts_by_id(&ids).await?;
+    let person = |id: &str| {
+        let who = names.iter().find(|c| c.id == id);
+        json!({
+            "contact_id": id,
+            "name": who.map(|c| c.name.as_str()),
+            "role": who.map(|c| c.role.as_str()).or(id.starts_with("elder:").then_some("elder")),
+        })
+    };
+    let notified: Vec<Value> = told
+        .iter()
+        .map(|(at, level, who)| {
+            json!({
+                "at": at,
+                "level": level,
+                "recipients": who.iter().map(|c| person(c)).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
     let out: Vec<Value> = rows
         .iter()
         .map(|d| {
@@ -188,7 +231,9 @@ pub(super) async fn deliveries(
             })
         })
         .collect();
-    Ok(Json(json!({ "alarm_id": id, "deliveries": out })))
+    Ok(Json(
+        json!({ "alarm_id": id, "deliveries": out, "notified": notified }),
+    ))
 }
 
 /// The median and the worst of some durations (ms).
