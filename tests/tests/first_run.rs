@@ -180,3 +180,261 @@ async fn a_failed_start_removes_the_database_it_created_and_keeps_an_existing_on
     assert_eq!(kept, 0);
     pool.close().await;
 }
+
+fn device_sim_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_device-sim-under-test"))
+}
+
+/// A `device-sim` command running: its stdout and stderr, line by line.
+struct DeviceSim {
+    child: tokio::process::Child,
+    out: tokio::sync::mpsc::UnboundedReceiver<String>,
+    err: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+impl DeviceSim {
+    fn start(args: &[&str]) -> DeviceSim {
+        let mut child = tokio::process::Command::new(device_sim_binary())
+            .args(args)
+            .env_remove("ANXIN_MQTT_HOST")
+            .env_remove("ANXIN_MQTT_PORT")
+            .env_remove("ANXIN_DEVICE_SECRET")
+            .env_remove("ANXIN_HTTP")
+            .env_remove("ANXIN_TOKEN")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("device-sim starts");
+        let out = lines(child.stdout.take().expect("stdout"));
+        let err = anxin_tests::process::stderr_lines(&mut child);
+        DeviceSim { child, out, err }
+    }
+
+    /// Its exit status within `within`, and the rest of its stdout and stderr.
+    async fn finish(mut self, within: Duration) -> (std::process::ExitStatus, String, String) {
+        let status = tokio::time::timeout(within, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("device-sim did not exit within {within:?}"))
+            .expect("wait");
+        (status, rest(&mut self.out).await, rest(&mut self.err).await)
+    }
+}
+
+fn lines(
+    pipe: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    use tokio::io::AsyncBufReadExt;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(pipe).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
+async fn rest(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+    let mut s = String::new();
+    while let Ok(Some(line)) = tokio::time::timeout(PATIENCE, rx.recv()).await {
+        s.push_str(&line);
+        s.push('\n');
+    }
+    s
+}
+
+/// The next stdout line of a `watch` as JSON, skipping lines until `pred` holds.
+async fn next_json(
+    out: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let line = match tokio::time::timeout_at(deadline, out.recv()).await {
+            Ok(Some(line)) => line,
+            other => panic!("watch never printed {what} ({other:?})"),
+        };
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("watch printed a line that is not JSON: {line:?}: {e}"));
+        if pred(&v) {
+            return v;
+        }
+    }
+}
+
+/// Issue 15, item 8: `device-sim send` used to give up after 10 s without a connection
+/// ("not connected within 10s"), whatever --give-up-secs said. Started while the hub is
+/// down, an SOS must be acknowledged once the hub is up, 12 s later.
+#[tokio::test]
+async fn send_keeps_an_sos_through_an_outage_longer_than_ten_seconds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port(); // nobody listens there yet: the hub is down
+    let port_arg = port.to_string();
+    let began = tokio::time::Instant::now();
+    let mut send = DeviceSim::start(&[
+        "send",
+        "--port",
+        &port_arg,
+        "--device",
+        "demo-pendant-1",
+        "--secret",
+        SECRET,
+        "--give-up-secs",
+        "60",
+        "sos",
+    ]);
+    wait_line(
+        &mut send.err,
+        &format!("cannot reach the hub at 127.0.0.1:{port}"),
+        PATIENCE,
+    )
+    .await;
+    // The outage itself: 12 s, longer than the old 10 s limit.
+    tokio::time::sleep_until(began + Duration::from_secs(12)).await;
+    assert!(
+        send.child.try_wait().expect("try_wait").is_none(),
+        "device-sim send gave up during the outage: {}",
+        rest(&mut send.err).await
+    );
+    let _hub =
+        anxin_tests::process::HubProcess::start(&hub_binary(), dir.path(), port, None, &[]).await;
+    let (status, out, err) = send.finish(Duration::from_secs(40)).await;
+    assert!(status.success(), "{out}\n{err}");
+    let ack = out
+        .lines()
+        .find_map(|l| l.strip_prefix("acknowledged by hub: "))
+        .unwrap_or_else(|| panic!("no ack in {out}"));
+    let ack: serde_json::Value = serde_json::from_str(ack).expect("ack is JSON");
+    assert_eq!(ack["result"], "stored", "{ack}");
+    assert!(
+        err.contains(&format!("connected to the hub at 127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert_eq!(
+        anxin_tests::process::count(dir.path(), "SELECT COUNT(*) FROM alarms").await,
+        1
+    );
+}
+
+/// When `send` gives up it says why: here nothing ever listened on the port.
+#[tokio::test]
+async fn send_that_never_connected_says_so_and_how_to_fix_it() {
+    let port = free_port().to_string();
+    let send = DeviceSim::start(&[
+        "send",
+        "--port",
+        &port,
+        "--device",
+        "demo-pendant-1",
+        "--secret",
+        SECRET,
+        "--give-up-secs",
+        "2",
+        "sos",
+    ]);
+    let (status, out, err) = send.finish(PATIENCE).await;
+    assert!(!status.success(), "{out}");
+    assert!(
+        err.contains(&format!(
+            "gave up after 2 s: never connected to the hub at 127.0.0.1:{port}"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("refused"), "{err}");
+    assert!(err.contains("is the hub running"), "{err}");
+}
+
+/// Issue 15, item 9: the README's walkthrough step 1, `device-sim watch`, prints the
+/// village board's live feed as JSON lines: hello, then the SOS's steps; another
+/// village's feed stays quiet; after a hub restart it reconnects and carries on.
+#[tokio::test]
+async fn watch_prints_the_live_feed_of_the_walkthrough() {
+    let hub = anxin_tests::TestHub::spawn().await;
+    // As the README writes it, on this hub's port.
+    let http = format!("http://localhost:{}", hub.app.http_addr.port());
+    let mut village1 = DeviceSim::start(&["watch", "--http", &http, "--token", "demo-village-1"]);
+    let mut village2 = DeviceSim::start(&[
+        "watch",
+        "--http",
+        &http,
+        "--token",
+        "demo-village-2",
+        "--exit-after",
+        "5",
+    ]);
+    let hello = next_json(&mut village1.out, "hello", |v| v["type"] == "hello").await;
+    assert_eq!(hello["contact"], "c-village-1", "{hello}");
+    next_json(&mut village2.out, "hello", |v| v["type"] == "hello").await;
+
+    let alarm = hub.raise("demo-pendant-1", "sos").await;
+    for step in ["raised", "notified"] {
+        let m = next_json(&mut village1.out, step, |v| v["type"] == "alarm").await;
+        assert_eq!(m["step"], step, "{m}");
+        assert_eq!(m["alarm"]["id"], alarm.as_str(), "{m}");
+    }
+    let (status, out, _) = village2.finish(PATIENCE).await;
+    assert!(status.success(), "--exit-after ends with success");
+    assert_eq!(out, "", "village v-2 saw v-1's alarm");
+
+    // A hub restart: the watch reconnects by itself, and what happened meanwhile is
+    // printed too (it asks for every step after the last one it printed).
+    let hub = hub
+        .restart_in_place(async {
+            wait_line(&mut village1.err, "reconnecting", PATIENCE).await;
+        })
+        .await;
+    let api = hub.api();
+    let (status, body) = api
+        .post(
+            "demo-village-1",
+            &format!("/api/alarms/{alarm}/acknowledge"),
+            json!({"note": "calling her now"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    wait_line(&mut village1.err, "reconnected to the hub", PATIENCE).await;
+    let m = next_json(&mut village1.out, "acknowledged", |v| {
+        v["step"] == "acknowledged"
+    })
+    .await;
+    assert_eq!(m["alarm"]["id"], alarm.as_str(), "{m}");
+    village1.child.start_kill().expect("kill");
+}
+
+/// `--count N` ends the watch after N alarm or delivery messages (for scripts).
+#[tokio::test]
+async fn watch_count_exits_after_that_many_messages() {
+    let hub = anxin_tests::TestHub::spawn().await;
+    let mut watch = DeviceSim::start(&[
+        "watch",
+        "--http",
+        &hub.http,
+        "--token",
+        "demo-village-1",
+        "--count",
+        "1",
+    ]);
+    next_json(&mut watch.out, "hello", |v| v["type"] == "hello").await;
+    hub.raise("demo-pendant-1", "sos").await;
+    let (status, out, err) = watch.finish(PATIENCE).await;
+    assert!(status.success(), "{err}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{out}");
+    assert_eq!(lines[0]["step"], "raised", "{out}");
+}
+
+/// A wrong token is refused at once, with the reason, not retried forever.
+#[tokio::test]
+async fn watch_with_a_wrong_token_fails_at_once() {
+    let hub = anxin_tests::TestHub::spawn().await;
+    let watch = DeviceSim::start(&["watch", "--http", &hub.http, "--token", "not-a-token"]);
+    let (status, _, err) = watch.finish(PATIENCE).await;
+    assert!(!status.success());
+    assert!(err.contains("HTTP 401"), "{err}");
+    assert!(err.contains("is the token right"), "{err}");
+}
