@@ -147,7 +147,12 @@ async fn feed(
                             last_seq = Some(last_seq.map_or(seq, |l| l.max(seq)));
                         }
                     }
-                    writeln!(out, "{msg}")?;
+                    // As the hub sent it (its field order), when that is one line.
+                    if text.contains('\n') {
+                        writeln!(out, "{msg}")?;
+                    } else {
+                        writeln!(out, "{}", text.as_str())?;
+                    }
                     out.flush()?;
                     if !hello {
                         counted += 1;

@@ -46,6 +46,26 @@ async fn exit_within(
     (status, out)
 }
 
+/// Like [`wait_line`], but a failure shows what the process printed.
+async fn wait_line_or_show(
+    log: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    needle: &str,
+    within: Duration,
+) -> String {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut seen = String::new();
+    loop {
+        match tokio::time::timeout_at(deadline, log.recv()).await {
+            Ok(Some(line)) if line.contains(needle) => return line,
+            Ok(Some(line)) => {
+                seen.push_str(&line);
+                seen.push('\n');
+            }
+            other => panic!("never printed {needle:?} ({other:?}); printed:\n{seen}"),
+        }
+    }
+}
+
 /// `cargo run -p hub -- --demo` with 1883 taken (Mosquitto on this machine; a listener
 /// held here where there is none): the hub starts on the next free port and says where.
 #[tokio::test]
@@ -64,7 +84,7 @@ async fn with_demo_a_taken_default_mqtt_port_moves_and_the_hub_says_where() {
         dir.path(),
         &[("HUB_HTTP__LISTEN", &http_listen)],
     );
-    let line = wait_line(
+    let line = wait_line_or_show(
         &mut log,
         "MQTT (devices) port 1883 was taken, so this hub listens on port",
         START,
