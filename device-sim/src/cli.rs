@@ -220,6 +220,9 @@ pub async fn run_cli(cli: Cli) -> ExitCode {
 async fn send(args: SendArgs) -> anyhow::Result<()> {
     let fields: serde_json::Value = serde_json::from_str(&args.fields)
         .map_err(|e| anyhow::anyhow!("fields must be a JSON object: {e}"))?;
+    if !fields.is_object() {
+        return Err(crate::send::SendError::BadFields.into());
+    }
     let opts = crate::send::SendOptions {
         host: args.host,
         port: args.port,
