@@ -9,10 +9,13 @@
 //! can be added beside it.
 
 pub mod bench;
+pub mod cli;
 pub mod drive;
 pub mod evaluate;
 pub mod payload;
+pub mod send;
 pub mod sim;
+pub mod watch;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -46,6 +49,53 @@ pub struct DeviceConfig {
     pub secret: String,
     /// How long to wait for an ack before re-publishing a critical event.
     pub retry_every: Duration,
+    /// Waits between failed connection attempts.
+    pub reconnect: Backoff,
+}
+
+/// Waits between reconnection attempts: `first`, doubling up to `max`, each varied by
+/// ±25 % when `jitter` is set (device contract, section 10.1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    pub first: Duration,
+    pub max: Duration,
+    pub jitter: bool,
+}
+
+impl Backoff {
+    /// Tests and benchmarks: 100 ms doubling to 2 s, no jitter.
+    pub const FAST: Backoff = Backoff {
+        first: Duration::from_millis(100),
+        max: Duration::from_secs(2),
+        jitter: false,
+    };
+    /// A person waiting at the command line (`device-sim send`, `device-sim watch`):
+    /// 1 s doubling to 5 s with jitter, so the end of an outage is noticed within about
+    /// 5 s without hammering a hub that is down.
+    pub const PATIENT: Backoff = Backoff {
+        first: Duration::from_secs(1),
+        max: Duration::from_secs(5),
+        jitter: true,
+    };
+
+    /// The wait after a failure when the previous wait was `prev` (`None`: the first
+    /// failure), before jitter.
+    pub fn next(&self, prev: Option<Duration>) -> Duration {
+        match prev {
+            None => self.first,
+            Some(d) => (d * 2).min(self.max),
+        }
+    }
+
+    /// `d` with this backoff's jitter applied.
+    pub fn jittered(&self, d: Duration) -> Duration {
+        if self.jitter {
+            use rand::Rng;
+            d.mul_f64(rand::thread_rng().gen_range(0.75..1.25))
+        } else {
+            d
+        }
+    }
 }
 
 impl DeviceConfig {
@@ -61,6 +111,7 @@ impl DeviceConfig {
             device_id: device_id.into(),
             secret: secret.into(),
             retry_every: Duration::from_secs(2),
+            reconnect: Backoff::FAST,
         }
     }
 }
@@ -108,12 +159,13 @@ impl Device {
         let c2 = client.clone();
         let connected = Arc::new(AtomicBool::new(false));
         let up = connected.clone();
+        let reconnect = config.reconnect;
         let task = tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(100);
+            let mut backoff = None;
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        backoff = Duration::from_millis(100);
+                        backoff = None;
                         // Clean session: subscribe again after every connect.
                         // One SUBSCRIBE, so one SUBACK marks "connected".
                         let _ = c2.try_subscribe_many([
@@ -152,8 +204,9 @@ impl Device {
                     Err(e) => {
                         up.store(false, Ordering::SeqCst);
                         let _ = tx.send(FromHub::Disconnected(e.to_string()));
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                        let wait = reconnect.next(backoff);
+                        backoff = Some(wait);
+                        tokio::time::sleep(reconnect.jittered(wait)).await;
                     }
                 }
             }
@@ -198,6 +251,11 @@ impl Device {
 
     pub fn id(&self) -> &str {
         &self.config.device_id
+    }
+
+    /// Connected and subscribed now (between SUBACK and the next connection error).
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::SeqCst)
     }
 
     /// Publish an event once (QoS 1). For non-critical events.

@@ -248,8 +248,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(cli.config.as_deref()).context("loading settings")?;
     let clock = SystemClock;
     match cli.command {
-        None => serve(settings, cli.run).await,
-        Some(Command::Run(args)) => serve(settings, args).await,
+        None => serve(settings, cli.config.as_deref(), cli.run).await,
+        Some(Command::Run(args)) => serve(settings, cli.config.as_deref(), args).await,
         Some(Command::Admin { command }) => {
             let store = Store::connect(&settings.database_url).await?;
             admin(&store, command, clock.now(), &settings).await
@@ -259,7 +259,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(settings: Settings, args: RunArgs) -> anyhow::Result<()> {
+/// `config`: the settings file, to tell a port that was set from a default one.
+async fn serve(mut settings: Settings, config: Option<&Path>, args: RunArgs) -> anyhow::Result<()> {
     let start = match &args.simulated_clock {
         Some(t) => Some(
             time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
@@ -272,18 +273,59 @@ async fn serve(settings: Settings, args: RunArgs) -> anyhow::Result<()> {
         None => None,
     };
     let start_ms = start.map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64);
-    if args.demo {
-        let store = Store::connect(&settings.database_url).await?;
-        demo::seed(&store, start_ms.unwrap_or_else(|| SystemClock.now())).await?;
-    }
-    let app = match start_ms {
-        Some(ms) => App::build_simulated(settings, ManualClock::new(ms)).await?,
-        None => App::build(settings, Arc::new(SystemClock)).await?,
+    // Ports first, before anything is created (crate::listen).
+    let moved = crate::listen::prepare(&mut settings, config, args.demo)?;
+    let fresh_db = new_sqlite_file(&settings.database_url);
+    let app = match start_hub(settings, args.demo, start_ms).await {
+        Ok(app) => app,
+        Err(e) => {
+            // A failed first start leaves no database behind (one that existed is kept).
+            if let Some(path) = fresh_db {
+                remove_sqlite_file(&path);
+            }
+            return Err(e);
+        }
     };
     if args.demo {
         eprintln!("{}", demo::banner(app.http_addr, app.mqtt_addr));
+        eprint!(
+            "{}",
+            crate::listen::moved_notice(&moved, app.http_addr, app.mqtt_addr)
+        );
     }
     app.run_until_stopped().await
+}
+
+async fn start_hub(settings: Settings, demo: bool, start_ms: Option<i64>) -> anyhow::Result<App> {
+    if demo {
+        let store = Store::connect(&settings.database_url).await?;
+        let seeded = demo::seed(&store, start_ms.unwrap_or_else(|| SystemClock.now())).await;
+        store.pool().close().await;
+        seeded?;
+    }
+    Ok(match start_ms {
+        Some(ms) => App::build_simulated(settings, ManualClock::new(ms)).await?,
+        None => App::build(settings, Arc::new(SystemClock)).await?,
+    })
+}
+
+/// The SQLite file `database_url` names, when it does not exist yet (this start would
+/// create it).
+fn new_sqlite_file(database_url: &str) -> Option<PathBuf> {
+    use std::str::FromStr;
+    let opts = sqlx::sqlite::SqliteConnectOptions::from_str(database_url).ok()?;
+    let path = opts.get_filename();
+    (!path.as_os_str().is_empty() && path != Path::new(":memory:") && !path.exists())
+        .then(|| path.to_owned())
+}
+
+/// Remove a SQLite database this start created, with its WAL files.
+fn remove_sqlite_file(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
 }
 
 /// `hub rules ...`: the library does the work; here files are opened and outcomes

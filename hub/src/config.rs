@@ -357,9 +357,85 @@ impl Settings {
     }
 }
 
+/// Where a setting was given, when it was not left at its compiled-in default: for
+/// messages that name the setting to change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettingSource {
+    /// The environment variable, e.g. `HUB_MQTT__LISTEN`.
+    Env(String),
+    /// The settings file (`hub --config FILE`), and the key in it (`[mqtt] listen`).
+    File { path: PathBuf, key: String },
+}
+
+impl std::fmt::Display for SettingSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SettingSource::Env(var) => f.write_str(var),
+            SettingSource::File { path, key } => write!(f, "{key} in {}", path.display()),
+        }
+    }
+}
+
+impl Settings {
+    /// Where `key` (dotted, e.g. `"mqtt.listen"`) was set: the `HUB_*` environment
+    /// (which wins, as in [`Settings::load`]), else the file; `None` for the default.
+    pub fn source_of(file: Option<&Path>, key: &str) -> Option<SettingSource> {
+        if Figment::from(Env::prefixed("HUB_").split("__"))
+            .find_value(key)
+            .is_ok()
+        {
+            return Some(SettingSource::Env(env_var_name(key)));
+        }
+        let path = file?;
+        Figment::from(Toml::file_exact(path))
+            .find_value(key)
+            .is_ok()
+            .then(|| SettingSource::File {
+                path: path.to_owned(),
+                key: match key.rsplit_once('.') {
+                    Some((table, leaf)) => format!("[{table}] {leaf}"),
+                    None => key.to_owned(),
+                },
+            })
+    }
+}
+
+/// `mqtt.listen` → `HUB_MQTT__LISTEN`.
+pub fn env_var_name(key: &str) -> String {
+    format!("HUB_{}", key.replace('.', "__").to_ascii_uppercase())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's test jail dictates the closure type
+    fn where_a_listen_address_was_set() {
+        figment::Jail::expect_with(|jail| {
+            assert_eq!(Settings::source_of(None, "mqtt.listen"), None);
+            jail.create_file("hub.toml", "[mqtt]\nlisten = \"127.0.0.1:1884\"\n")?;
+            let file = Path::new("hub.toml");
+            assert_eq!(
+                Settings::source_of(Some(file), "mqtt.listen")
+                    .map(|s| s.to_string())
+                    .as_deref(),
+                Some("[mqtt] listen in hub.toml")
+            );
+            assert_eq!(Settings::source_of(Some(file), "http.listen"), None);
+            jail.set_env("HUB_MQTT__LISTEN", "127.0.0.1:1885");
+            jail.set_env("hub_http__listen", "127.0.0.1:9000");
+            assert_eq!(
+                Settings::source_of(Some(file), "mqtt.listen"),
+                Some(SettingSource::Env("HUB_MQTT__LISTEN".into()))
+            );
+            assert_eq!(
+                Settings::source_of(None, "http.listen"),
+                Some(SettingSource::Env("HUB_HTTP__LISTEN".into()))
+            );
+            Ok(())
+        });
+    }
 
     #[test]
     #[allow(clippy::result_large_err)] // figment's test jail dictates the closure type

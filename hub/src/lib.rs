@@ -14,7 +14,8 @@
 //!   who may see and do what, and audits refusals).
 //! - [`store`]: the only module with SQL.
 //! - [`health`]: the watchdog behind `/healthz` (is each stage making progress?).
-//! - [`app`]: wiring; [`cli`]: the `hub` command; [`config`]: settings; [`clock`]: injected time.
+//! - [`app`]: wiring; [`cli`]: the `hub` command; [`config`]: settings; [`clock`]: injected time;
+//!   [`listen`]: the listen ports, checked (and with `--demo` moved) before a start.
 //! - [`import`]: the district's CSV files in and out; [`spreadsheet`]: the one place every
 //!   CSV the hub reads or writes goes through (no cell is ever a formula; malformed text
 //!   is refused).
@@ -35,6 +36,7 @@ pub mod health;
 pub mod http;
 pub mod import;
 pub mod ingest;
+pub mod listen;
 pub mod live;
 pub mod notify;
 pub mod phone;

@@ -63,14 +63,7 @@ impl HubProcess {
             None => cmd.env_remove("ANXIN_FAILPOINT"),
         };
         let mut child = cmd.spawn().expect("hub binary starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let _ = tx.send(line);
-            }
-        });
+        let rx = stderr_lines(&mut child);
         let mut hub = HubProcess {
             child,
             log: rx,
@@ -100,6 +93,49 @@ impl HubProcess {
         let status = r.status().as_u16();
         (status, r.text().await.unwrap_or_default())
     }
+}
+
+/// The child's stderr (piped), line by line.
+pub fn stderr_lines(child: &mut Child) -> UnboundedReceiver<String> {
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
+/// `hub --demo` started the way a new user starts it: in `dir` (where the default
+/// `anxin.db` goes), with no `HUB_*` setting from the test's own environment, only
+/// those in `env`. Unlike [`HubProcess::start`] it sets no ports and does not wait.
+pub fn spawn_as_new_user(
+    binary: &Path,
+    dir: &Path,
+    env: &[(&str, &str)],
+) -> (Child, UnboundedReceiver<String>) {
+    let mut cmd = Command::new(binary);
+    cmd.arg("--demo")
+        .current_dir(dir)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .env_remove("ANXIN_FAILPOINT")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().to_ascii_uppercase().starts_with("HUB_") {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("hub binary starts");
+    let rx = stderr_lines(&mut child);
+    (child, rx)
 }
 
 pub async fn wait_line(
