@@ -102,11 +102,31 @@ fn free_port() -> anyhow::Result<u16> {
 
 impl Browser {
     /// Start chromedriver and a Chromium session showing pages of `base`
-    /// (e.g. `http://127.0.0.1:PORT`).
+    /// (e.g. `http://127.0.0.1:PORT`), set up as a kiosk: pages may play sound without
+    /// a click first (`--autoplay-policy=no-user-gesture-required`).
     pub async fn start(
+        paths: &(PathBuf, PathBuf),
+        base: &str,
+        viewport: Viewport,
+    ) -> anyhow::Result<Browser> {
+        Self::launch(paths, base, viewport, true).await
+    }
+
+    /// [`Browser::start`] with the browser's default autoplay policy: no sound until
+    /// someone clicks or types on the page (an ordinary browser, a reloaded wall board).
+    pub async fn start_blocking_autoplay(
+        paths: &(PathBuf, PathBuf),
+        base: &str,
+        viewport: Viewport,
+    ) -> anyhow::Result<Browser> {
+        Self::launch(paths, base, viewport, false).await
+    }
+
+    async fn launch(
         (chromium, chromedriver): &(PathBuf, PathBuf),
         base: &str,
         viewport: Viewport,
+        autoplay: bool,
     ) -> anyhow::Result<Browser> {
         let port = free_port()?;
         let child = Command::new(chromedriver)
@@ -130,10 +150,15 @@ impl Browser {
             "--disable-sync".to_owned(),
             "--disable-extensions".to_owned(),
             "--hide-scrollbars".to_owned(),
-            // The board plays its alarm sound without a click first (a kiosk setting).
-            "--autoplay-policy=no-user-gesture-required".to_owned(),
             format!("--user-data-dir={}", profile.path().display()),
         ];
+        if autoplay {
+            // The board plays its alarm sound without a click first (a kiosk setting).
+            args.push("--autoplay-policy=no-user-gesture-required".to_owned());
+        } else {
+            // Chromium's own default, said out loud (headless might differ).
+            args.push("--autoplay-policy=document-user-activation-required".to_owned());
+        }
         let mut options = json!({ "binary": chromium.display().to_string() });
         match viewport {
             Viewport::Desktop { width, height } => {
