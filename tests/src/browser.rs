@@ -66,6 +66,17 @@ pub const PHONE: Viewport = Viewport::Phone {
     height: 844,
 };
 
+/// How the browser treats a page's sound.
+#[derive(Debug, Clone, Copy)]
+enum Sound {
+    /// `--autoplay-policy=no-user-gesture-required`: every page may sound at once.
+    Autoplay,
+    /// Chromium's default: no sound before a click or key on the page.
+    Blocked,
+    /// The default, but the hub's address allowed to play sound in the site settings.
+    SiteAllowed,
+}
+
 /// chromedriver in a process group of its own, with the Chromium it starts. Dropping it
 /// ends the whole group, so a test that fails (and never closes its session) leaves no
 /// browser behind.
@@ -109,7 +120,7 @@ impl Browser {
         base: &str,
         viewport: Viewport,
     ) -> anyhow::Result<Browser> {
-        Self::launch(paths, base, viewport, true).await
+        Self::launch(paths, base, viewport, Sound::Autoplay).await
     }
 
     /// [`Browser::start`] with the browser's default autoplay policy: no sound until
@@ -119,14 +130,24 @@ impl Browser {
         base: &str,
         viewport: Viewport,
     ) -> anyhow::Result<Browser> {
-        Self::launch(paths, base, viewport, false).await
+        Self::launch(paths, base, viewport, Sound::Blocked).await
+    }
+
+    /// [`Browser::start_blocking_autoplay`], but with `base` allowed to play sound in the
+    /// site settings (Site settings → Sound → Allow), as docs/pages.md tells a board PC.
+    pub async fn start_with_sound_allowed_for_the_site(
+        paths: &(PathBuf, PathBuf),
+        base: &str,
+        viewport: Viewport,
+    ) -> anyhow::Result<Browser> {
+        Self::launch(paths, base, viewport, Sound::SiteAllowed).await
     }
 
     async fn launch(
         (chromium, chromedriver): &(PathBuf, PathBuf),
         base: &str,
         viewport: Viewport,
-        autoplay: bool,
+        sound: Sound,
     ) -> anyhow::Result<Browser> {
         let port = free_port()?;
         let child = Command::new(chromedriver)
@@ -152,7 +173,7 @@ impl Browser {
             "--hide-scrollbars".to_owned(),
             format!("--user-data-dir={}", profile.path().display()),
         ];
-        if autoplay {
+        if let Sound::Autoplay = sound {
             // The board plays its alarm sound without a click first (a kiosk setting).
             args.push("--autoplay-policy=no-user-gesture-required".to_owned());
         } else {
@@ -177,6 +198,13 @@ impl Browser {
             }
         }
         options["args"] = json!(args);
+        if let Sound::SiteAllowed = sound {
+            // What Site settings → Sound → Allow stores in the profile (1: allow).
+            let site = format!("{},*", base.trim_end_matches('/'));
+            options["prefs"] = json!({
+                "profile.content_settings.exceptions.sound": { site: { "setting": 1 } },
+            });
+        }
         let mut caps = serde_json::Map::new();
         caps.insert("goog:chromeOptions".into(), options);
         let url = format!("http://127.0.0.1:{port}");

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anxin_tests::browser::{self, Browser, DESKTOP, PHONE};
 use anxin_tests::{TestHub, PATIENCE};
 use device_sim::payload;
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use serde_json::{json, Value};
 
 /// One browser test at a time: Chromium is heavy on a 2-core machine, and the 2-second
@@ -384,7 +385,10 @@ async fn a_reloaded_board_says_its_sound_is_blocked_and_one_click_anywhere_start
         .await
         .expect("the banner says the alarm is silent");
     assert!(
-        silent.as_str().unwrap_or_default().contains("浏览器阻止了报警声音"),
+        silent
+            .as_str()
+            .unwrap_or_default()
+            .contains("浏览器阻止了报警声音"),
         "{silent}"
     );
     assert_eq!(
@@ -395,7 +399,10 @@ async fn a_reloaded_board_says_its_sound_is_blocked_and_one_click_anywhere_start
         json!(0),
         "no beep while the browser blocks the sound"
     );
-    board.screenshot("board-sound-blocked").await.expect("screenshot");
+    board
+        .screenshot("board-sound-blocked")
+        .await
+        .expect("screenshot");
 
     // One click on the list's heading: not the sound button, not a row.
     let clicked = Instant::now();
@@ -419,7 +426,50 @@ async fn a_reloaded_board_says_its_sound_is_blocked_and_one_click_anywhere_start
         json!([false, "/board"]),
         "the sound button is gone and the click opened nothing"
     );
+
+    // A key counts as well as a click.
+    board.client.refresh().await.expect("reload");
+    board.wait_ready().await.expect("board after the reload");
+    board
+        .wait_js(
+            "the silent-alarm banner again",
+            "return document.body.dataset.sound === 'blocked' && document.body.dataset.alerting === 'on' && !document.querySelector('#sound-banner').hidden;",
+        )
+        .await
+        .expect("silent again after a reload");
+    board
+        .client
+        .perform_actions(
+            KeyActions::new("keyboard".to_owned())
+                .then(KeyAction::Down { value: 'x' })
+                .then(KeyAction::Up { value: 'x' }),
+        )
+        .await
+        .expect("a key");
+    board
+        .wait_js(
+            "a beep after a key",
+            "return document.body.dataset.sound === 'on' && Number(document.body.dataset.beeps || 0) >= 1;",
+        )
+        .await
+        .expect("one key starts the sound");
     board.close().await;
+
+    // The board PC setting docs/pages.md gives: the hub's address allowed to play sound.
+    let kiosk = Browser::start_with_sound_allowed_for_the_site(&chrome, &hub.http, DESKTOP)
+        .await
+        .expect("browser");
+    kiosk.login("c-village-1", PASSWORD).await.expect("login");
+    kiosk.client.refresh().await.expect("reload");
+    kiosk.wait_ready().await.expect("board after the reload");
+    kiosk
+        .wait_js(
+            "a beep without any click on the reloaded board",
+            "return document.body.dataset.sound === 'on' && Number(document.body.dataset.beeps || 0) >= 1 && document.querySelector('#sound-banner').hidden;",
+        )
+        .await
+        .expect("a site allowed to play sound beeps after a reload");
+    kiosk.close().await;
     hub.app.shutdown().await;
 }
 
