@@ -323,36 +323,35 @@ class Live {
   startProbe() {
     if (this.prober) return;
     this.hubWasDown = false;
+    const gen = (this.probeGen = (this.probeGen || 0) + 1);
     const probe = async () => {
-      if (this.probing) return;
-      this.probing = true;
       let up = false;
       try {
-        const r = await fetch("/healthz", { cache: "no-store", credentials: "omit", signal: AbortSignal.timeout(2000) });
+        const timeout = window.AbortSignal && AbortSignal.timeout ? AbortSignal.timeout(2000) : undefined;
+        const r = await fetch("/healthz", { cache: "no-store", credentials: "omit", signal: timeout });
         up = r.ok || (r.status === 503 && (r.headers.get("content-type") || "").includes("json"));
       } catch (_) {
         up = false;
       }
-      this.probing = false;
-      if (!this.prober) return;
+      if (this.probeGen !== gen) return; // stopped (and maybe started again) meanwhile
+      const connecting = this.ws && this.ws.readyState === WebSocket.CONNECTING;
       if (!up) {
         this.hubWasDown = true;
-        return;
-      }
-      const connecting = this.ws && this.ws.readyState === WebSocket.CONNECTING;
-      if (this.hubWasDown && !connecting) {
+      } else if (this.hubWasDown && !connecting) {
         this.hubWasDown = false;
         clearTimeout(this.timer);
         this.connect();
       }
+      // Every 0.8–1.2 s: boards cut off together do not all come back in the same instant.
+      this.prober = setTimeout(probe, 800 + Math.random() * 400);
     };
-    this.prober = setInterval(probe, 1000);
-    probe();
+    this.prober = setTimeout(probe, Math.random() * 400);
   }
 
   stopProbe() {
-    clearInterval(this.prober);
+    clearTimeout(this.prober);
     this.prober = null;
+    this.probeGen = (this.probeGen || 0) + 1;
   }
 }
 
