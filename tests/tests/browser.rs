@@ -214,8 +214,10 @@ async fn a_board_cut_off_by_a_restart_shows_the_alarm_raised_meanwhile() {
     // must not claim there is nothing to do: the list is greyed and says it may be out
     // of date. Once the hub answers again the board must be live within seconds.
     const OUTAGE: Duration = Duration::from_secs(12);
-    const STALE_JS: &str = "const l = document.querySelector('#alarms'); return document.body.dataset.conn === 'lost' && l.classList.contains('stale') && l.innerText.includes('数据可能不是最新') && !l.innerText.includes('当前没有未处理的报警') && getComputedStyle(document.querySelector('main')).filter.includes('grayscale');";
+    const STALE_JS: &str = "const l = document.querySelector('#alarms'); const next = document.querySelector('#conn-banner').textContent.match(/(\\d+) 秒后/); return [document.body.dataset.conn === 'lost' && l.classList.contains('stale') && l.innerText.includes('数据可能不是最新') && !l.innerText.includes('当前没有未处理的报警') && getComputedStyle(document.querySelector('main')).filter.includes('grayscale'), next ? Number(next[1]) : 0];";
     let mut stale_checks = (0, 0);
+    // The longest wait for the next try the banner announced (the backoff's cap).
+    let mut longest_backoff = 0;
     let hub = hub
         .restart_in_place(async {
             board
@@ -227,19 +229,22 @@ async fn a_board_cut_off_by_a_restart_shows_the_alarm_raised_meanwhile() {
                 .expect("banner while disconnected");
             let down = Instant::now();
             while down.elapsed() < OUTAGE {
-                let stale = board.js(STALE_JS, vec![]).await.expect("js");
+                let check = board.js(STALE_JS, vec![]).await.expect("js");
+                longest_backoff = longest_backoff.max(check[1].as_i64().unwrap_or_default());
                 stale_checks.0 += 1;
-                if stale == json!(true) {
+                if check[0] == json!(true) {
                     stale_checks.1 += 1;
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         })
         .await;
+    // An SOS as soon as the hub is back, while the board reconnects.
     let back = Instant::now();
-    let sos = hub.raise("demo-pendant-1", "sos").await;
-    wait_connected(&board).await;
-    let live_after = back.elapsed();
+    let (sos, live_after) = tokio::join!(hub.raise("demo-pendant-1", "sos"), async {
+        wait_connected(&board).await;
+        back.elapsed()
+    });
     board
         .wait_js(
             "the SOS raised as the hub came back",
@@ -249,7 +254,11 @@ async fn a_board_cut_off_by_a_restart_shows_the_alarm_raised_meanwhile() {
         .expect("SOS shown");
     let sos_after = back.elapsed();
     eprintln!(
-        "after a {OUTAGE:?} outage: hub back -> board live {live_after:?}, -> SOS shown {sos_after:?}"
+        "after a {OUTAGE:?} outage: hub back -> board live {live_after:?}, -> SOS shown {sos_after:?} (longest announced backoff {longest_backoff} s)"
+    );
+    assert!(
+        (1..=5).contains(&longest_backoff),
+        "the next try is never more than 5 s away (announced: {longest_backoff} s)"
     );
     assert_eq!(
         stale_checks.1, stale_checks.0,
