@@ -1,9 +1,11 @@
 //! The web pages in a real browser (issue 7): headless Chromium over WebDriver against a
 //! hub with the demo district. A village worker's board shows a fall published over
 //! MQTT within 2 s, flashing and sounding; acknowledging it there shows it acknowledged
-//! on the town's board; a board cut off by a hub restart catches up on what was raised
-//! meanwhile; a family sees its elder on a phone-sized screen and cannot open another
-//! household's page.
+//! on the town's board; a board cut off by a hub restart is marked stale, reconnects
+//! within seconds of the hub being back and catches up on what was raised meanwhile; a
+//! reloaded board in a browser that blocks autoplay says its alarm is silent and sounds
+//! after one click or key anywhere; a family sees its elder on a phone-sized screen and
+//! cannot open another household's page.
 //!
 //! Skipped (with a message) where Chromium is not installed, unless
 //! `ANXIN_BROWSER_TESTS=1` (CI) — see `anxin_tests::browser`. With
