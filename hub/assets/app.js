@@ -269,16 +269,20 @@ async function loadUi() {
 // ---------- the live connection ----------
 
 /**
- * The websocket with reconnection. Reconnects with backoff (1, 2, 4, 8, 15 s, with
- * jitter) and asks for every step after the last one it saw (`since_seq`), so nothing
- * raised while the page was offline is missed. A banner shows while disconnected.
+ * The websocket with reconnection. Reconnects with backoff (1, 2, 4, 5 s, with jitter,
+ * never more than 5 s apart) and asks for every step after the last one it saw
+ * (`since_seq`), so nothing raised while the page was offline is missed. While the hub
+ * does not answer, `/healthz` is probed every second and the page reconnects as soon as
+ * it answers again, instead of waiting out the backoff. A banner shows while
+ * disconnected, and `body[data-conn=lost]` marks what the page shows as possibly stale.
  */
 class Live {
-  constructor({ onUpdate, onResync, onOpen, onDelivery }) {
+  constructor({ onUpdate, onResync, onOpen, onDelivery, onConn }) {
     this.onUpdate = onUpdate;
     this.onDelivery = onDelivery;
     this.onResync = onResync;
     this.onOpen = onOpen;
+    this.onConn = onConn;
     this.lastSeq = null;
     this.attempt = 0;
     this.everOpen = false;
@@ -290,12 +294,15 @@ class Live {
   }
 
   setConn(state, text) {
+    const changed = document.body.dataset.conn !== state;
     document.body.dataset.conn = state;
     const banner = $("#conn-banner");
     if (banner) {
       banner.hidden = state === "open";
       banner.textContent = text || "";
     }
+    if (state !== "lost") this.stopProbe();
+    if (changed && this.onConn) this.onConn(state);
   }
 
   connect() {
@@ -346,37 +353,88 @@ class Live {
         return;
       }
       if (e.code === 4429 || e.code === 4503) {
-        // Too many open boards (this account's, or the hub's): say so, and retry slowly.
-        this.attempt = Math.max(this.attempt, 4);
-        this.retry(e.code === 4429 ? "conn.too_many_mine" : "conn.too_many");
+        // Too many open boards (this account's, or the hub's): say so, and retry slowly
+        // (the hub is up, so no probing).
+        this.retry(e.code === 4429 ? "conn.too_many_mine" : "conn.too_many", 15);
         return;
       }
       this.retry();
     };
   }
 
-  retry(why = "conn.lost") {
-    const base = [1, 2, 4, 8, 15][Math.min(this.attempt, 4)];
+  retry(why = "conn.lost", slow = 0) {
+    const base = slow || [1, 2, 4, 5][Math.min(this.attempt, 3)];
     this.attempt += 1;
-    const delay = base * (0.75 + Math.random() * 0.5);
+    const delay = Math.min(slow || 5, base * (0.75 + Math.random() * 0.5));
     this.setConn("lost", t(why, { s: Math.round(delay) }));
     clearTimeout(this.timer);
     this.timer = setTimeout(() => this.connect(), delay * 1000);
+    if (!slow) this.startProbe();
+  }
+
+  /** While the hub is down, ask `/healthz` every second; once it answers again after
+   *  not answering, connect at once. Any answer of the hub counts (200, or its 503 JSON
+   *  while the pipeline is stalled); a proxy's 502/504 or HTML 503 does not. A hub that
+   *  answers but refuses the websocket keeps the backoff (no fast loop). */
+  startProbe() {
+    if (this.prober) return;
+    this.hubWasDown = false;
+    const gen = (this.probeGen = (this.probeGen || 0) + 1);
+    const probe = async () => {
+      let up = false;
+      try {
+        const timeout = window.AbortSignal && AbortSignal.timeout ? AbortSignal.timeout(2000) : undefined;
+        const r = await fetch("/healthz", { cache: "no-store", credentials: "omit", signal: timeout });
+        up = r.ok || (r.status === 503 && (r.headers.get("content-type") || "").includes("json"));
+      } catch (_) {
+        up = false;
+      }
+      if (this.probeGen !== gen) return; // stopped (and maybe started again) meanwhile
+      const connecting = this.ws && this.ws.readyState === WebSocket.CONNECTING;
+      if (!up) {
+        this.hubWasDown = true;
+      } else if (this.hubWasDown && !connecting) {
+        this.hubWasDown = false;
+        clearTimeout(this.timer);
+        this.connect();
+      }
+      // Every 0.8–1.2 s: boards cut off together do not all come back in the same instant.
+      this.prober = setTimeout(probe, 800 + Math.random() * 400);
+    };
+    this.prober = setTimeout(probe, Math.random() * 400);
+  }
+
+  stopProbe() {
+    clearTimeout(this.prober);
+    this.prober = null;
+    this.probeGen = (this.probeGen || 0) + 1;
   }
 }
 
 // ---------- sound (Web Audio) and desktop notifications ----------
 
+/**
+ * Browsers play sound only after a gesture on the page (a gesture on the login page does
+ * not carry over to the board in every browser, and a reload or a re-opened kiosk starts
+ * without one). So the first click, tap or key anywhere on the page arms the sound, and
+ * while the browser blocks it the board shows a full-width banner whenever a critical
+ * alarm is unacknowledged. A kiosk can allow autoplay for the hub instead (README).
+ */
 const Sound = {
   ctx: null,
   silenced: false,
-  init() {
+  /** `onChange` runs when the browser starts (or stops) letting the page play sound. */
+  init(onChange) {
     const Ctx = window.AudioContext || window.webkitAudioContext;
     if (!Ctx) return;
     this.ctx = new Ctx();
-    const unlock = () => this.ctx && this.ctx.state === "suspended" && this.ctx.resume();
-    document.addEventListener("click", unlock);
-    document.addEventListener("keydown", unlock);
+    this.ctx.onstatechange = () => onChange && onChange();
+    const unlock = () => {
+      if (this.ctx && this.ctx.state === "suspended") this.ctx.resume().catch(() => {});
+    };
+    // Capture phase on the window: a handler that stops the event cannot keep it away.
+    for (const ev of ["pointerdown", "mousedown", "touchend", "click", "keydown"])
+      window.addEventListener(ev, unlock, { capture: true, passive: true });
   },
   /** "on" (can play), "blocked" (the browser waits for a click) or "off". */
   state() {
@@ -432,12 +490,17 @@ const Board = {
   filters: { town: "", village: "", severity: "", state: "", q: "" },
 
   async start() {
-    Sound.init();
+    Sound.init(() => {
+      if (this.loaded) this.render();
+      // Sound just became possible: the first beep at once, not at the next loop turn.
+      if (Sound.state() === "on" && document.body.dataset.alerting === "on") Sound.beep();
+    });
     this.setDirectory(await api("/api/directory"));
     this.buildFilters();
     // Subscribe first, then read the list: nothing committed in between is lost (steps
     // up to the list's `seq` are in it; later ones are applied over it).
     this.live = new Live({
+      onConn: () => this.loaded && this.render(),
       onUpdate: (u) => this.update(u),
       onResync: () => this.reload(),
       onOpen: (first) => first && !this.loaded && this.reload(),
@@ -723,10 +786,14 @@ const Board = {
     const all = this.sorted();
     const shown = all.filter((a) => this.matches(a));
     $("#count").textContent = String(all.length);
+    // Disconnected: what is shown may be out of date, so grey it and never claim "no alarms".
+    const stale = ["lost", "ended"].includes(document.body.dataset.conn);
+    list.classList.toggle("stale", stale);
     put(list, 
+      stale ? h("p", { class: shown.length ? "stale-note" : "stale-note empty" }, t("conn.stale")) : null,
       ...(shown.length
         ? shown.map((a) => this.row(a))
-        : [h("p", { class: "empty" }, all.length ? t("board.none_match") : t("board.empty"))]),
+        : stale ? [] : [h("p", { class: "empty" }, all.length ? t("board.none_match") : t("board.empty"))]),
     );
     const alerting = all.some((a) => a.severity === "critical" && isUnacked(a));
     document.body.dataset.alerting = alerting ? "on" : "off";
@@ -737,6 +804,12 @@ const Board = {
     const box = $("#sound");
     const s = Sound.state();
     document.body.dataset.sound = s;
+    // A critical alarm waits and the browser keeps the board silent: impossible to miss.
+    const silent = $("#sound-banner");
+    if (silent) {
+      silent.hidden = !(alerting && s === "blocked");
+      silent.textContent = t("sound.blocked_banner");
+    }
     const parts = [];
     if (s === "blocked")
       parts.push(h("button", { id: "sound-btn", class: "warn", onclick: () => Sound.ctx.resume().then(() => this.render()) }, t("sound.enable")));

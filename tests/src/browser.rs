@@ -66,6 +66,17 @@ pub const PHONE: Viewport = Viewport::Phone {
     height: 844,
 };
 
+/// How the browser treats a page's sound.
+#[derive(Debug, Clone, Copy)]
+enum Sound {
+    /// `--autoplay-policy=no-user-gesture-required`: every page may sound at once.
+    Autoplay,
+    /// Chromium's default: no sound before a click or key on the page.
+    Blocked,
+    /// The default, but the hub's address allowed to play sound in the site settings.
+    SiteAllowed,
+}
+
 /// chromedriver in a process group of its own, with the Chromium it starts. Dropping it
 /// ends the whole group, so a test that fails (and never closes its session) leaves no
 /// browser behind.
@@ -102,11 +113,41 @@ fn free_port() -> anyhow::Result<u16> {
 
 impl Browser {
     /// Start chromedriver and a Chromium session showing pages of `base`
-    /// (e.g. `http://127.0.0.1:PORT`).
+    /// (e.g. `http://127.0.0.1:PORT`), set up as a kiosk: pages may play sound without
+    /// a click first (`--autoplay-policy=no-user-gesture-required`).
     pub async fn start(
+        paths: &(PathBuf, PathBuf),
+        base: &str,
+        viewport: Viewport,
+    ) -> anyhow::Result<Browser> {
+        Self::launch(paths, base, viewport, Sound::Autoplay).await
+    }
+
+    /// [`Browser::start`] with the browser's default autoplay policy: no sound until
+    /// someone clicks or types on the page (an ordinary browser, a reloaded wall board).
+    pub async fn start_blocking_autoplay(
+        paths: &(PathBuf, PathBuf),
+        base: &str,
+        viewport: Viewport,
+    ) -> anyhow::Result<Browser> {
+        Self::launch(paths, base, viewport, Sound::Blocked).await
+    }
+
+    /// [`Browser::start_blocking_autoplay`], but with `base` allowed to play sound in the
+    /// site settings (Site settings → Sound → Allow), as docs/pages.md tells a board PC.
+    pub async fn start_with_sound_allowed_for_the_site(
+        paths: &(PathBuf, PathBuf),
+        base: &str,
+        viewport: Viewport,
+    ) -> anyhow::Result<Browser> {
+        Self::launch(paths, base, viewport, Sound::SiteAllowed).await
+    }
+
+    async fn launch(
         (chromium, chromedriver): &(PathBuf, PathBuf),
         base: &str,
         viewport: Viewport,
+        sound: Sound,
     ) -> anyhow::Result<Browser> {
         let port = free_port()?;
         let child = Command::new(chromedriver)
@@ -130,10 +171,15 @@ impl Browser {
             "--disable-sync".to_owned(),
             "--disable-extensions".to_owned(),
             "--hide-scrollbars".to_owned(),
-            // The board plays its alarm sound without a click first (a kiosk setting).
-            "--autoplay-policy=no-user-gesture-required".to_owned(),
             format!("--user-data-dir={}", profile.path().display()),
         ];
+        if let Sound::Autoplay = sound {
+            // The board plays its alarm sound without a click first (a kiosk setting).
+            args.push("--autoplay-policy=no-user-gesture-required".to_owned());
+        } else {
+            // Chromium's own default, said out loud (headless might differ).
+            args.push("--autoplay-policy=document-user-activation-required".to_owned());
+        }
         let mut options = json!({ "binary": chromium.display().to_string() });
         match viewport {
             Viewport::Desktop { width, height } => {
@@ -152,6 +198,13 @@ impl Browser {
             }
         }
         options["args"] = json!(args);
+        if let Sound::SiteAllowed = sound {
+            // What Site settings → Sound → Allow stores in the profile (1: allow).
+            let site = format!("{},*", base.trim_end_matches('/'));
+            options["prefs"] = json!({
+                "profile.content_settings.exceptions.sound": { site: { "setting": 1 } },
+            });
+        }
         let mut caps = serde_json::Map::new();
         caps.insert("goog:chromeOptions".into(), options);
         let url = format!("http://127.0.0.1:{port}");
