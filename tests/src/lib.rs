@@ -23,6 +23,40 @@ use tokio_tungstenite::tungstenite::Message;
 
 pub const SECRET: &str = hub::demo::DEMO_DEVICE_SECRET;
 
+/// The hub's `/metrics` text (`http`: `http://host:port`).
+async fn metrics_text(http: &str) -> String {
+    reqwest::get(format!("{http}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// The value of one series on `/metrics`, e.g. `anxin_x_total{code="y"}` (0 while it does
+/// not exist yet; the recorder is shared by every in-process hub of a test binary).
+pub async fn metric(http: &str, series: &str) -> f64 {
+    metrics_text(http)
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A metric summed over all its labels (0 when absent).
+pub async fn metric_total(http: &str, name: &str) -> f64 {
+    metrics_text(http)
+        .await
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// How long a test waits for something that should happen at once.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 

@@ -85,20 +85,6 @@ async fn connect_from(source: Ipv4Addr, hub: SocketAddr, id: &str, secret: &str)
     }
 }
 
-/// The value of one counter on the hub's /metrics (0 when absent; the recorder is shared
-/// by every hub in this test process).
-async fn counter(http: SocketAddr, series: &str) -> f64 {
-    let text = reqwest::get(format!("http://{http}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 const SOURCE_LIMITED: &str = "anxin_mqtt_connect_refused_total{reason=\"source_limited\"}";
 const SOURCE_RATE: &str = "anxin_mqtt_connect_refused_total{reason=\"source_rate\"}";
 
@@ -115,7 +101,8 @@ async fn a_source_that_keeps_failing_is_blocked_for_a_while_and_other_sources_ar
     let mqtt = hub.mqtt_addr;
     let attacker = Ipv4Addr::new(127, 0, 0, 2);
     let neighbour = Ipv4Addr::new(127, 0, 0, 3);
-    let refused_before = counter(hub.http_addr, SOURCE_LIMITED).await;
+    let refused_before =
+        anxin_tests::metric(&format!("http://{}", hub.http_addr), SOURCE_LIMITED).await;
     // Every demo device shares one secret *and one hash*; give demo-pir-1 a secret of its
     // own, as every real device has, so that it is not "known" through another device.
     let (own, water) = ("pir-1-own-secret", "water-1-own-secret");
@@ -154,7 +141,10 @@ async fn a_source_that_keeps_failing_is_blocked_for_a_while_and_other_sources_ar
     // from there even with the right secret, without an argon2 run (documented in
     // docs/security.md T3)...
     assert!(!connect_from(attacker, mqtt, "demo-pir-1", own).await);
-    assert!(counter(hub.http_addr, SOURCE_LIMITED).await > refused_before);
+    assert!(
+        anxin_tests::metric(&format!("http://{}", hub.http_addr), SOURCE_LIMITED).await
+            > refused_before
+    );
     // ...but a device that connected before (its exact secret is remembered) gets back in:
     // a pendant behind a NAT it shares with the guesser is not cut off...
     assert!(connect_from(attacker, mqtt, "demo-pendant-3", SECRET).await);
@@ -221,7 +211,8 @@ async fn a_source_opening_connections_too_fast_is_refused_at_accept() {
     .await;
     let mqtt = hub.mqtt_addr;
     let flooder = Ipv4Addr::new(127, 0, 0, 4);
-    let refused_before = counter(hub.http_addr, SOURCE_RATE).await;
+    let refused_before =
+        anxin_tests::metric(&format!("http://{}", hub.http_addr), SOURCE_RATE).await;
 
     // Six connections at once (well within a second) against a burst of five.
     let mut sockets = Vec::new();
@@ -242,7 +233,10 @@ async fn a_source_opening_connections_too_fast_is_refused_at_accept() {
         closed, 1,
         "exactly the connection past the burst is refused"
     );
-    assert!(counter(hub.http_addr, SOURCE_RATE).await > refused_before);
+    assert!(
+        anxin_tests::metric(&format!("http://{}", hub.http_addr), SOURCE_RATE).await
+            > refused_before
+    );
     // Another address is served meanwhile.
     assert!(connect_from(Ipv4Addr::new(127, 0, 0, 5), mqtt, "demo-pendant-3", SECRET).await);
     hub.shutdown().await;

@@ -20,19 +20,6 @@ async fn next_error(rx: &mut tokio::sync::broadcast::Receiver<FromHub>, case: &s
     }
 }
 
-/// The value of one counter series on `/metrics` (0 while it does not exist yet).
-async fn counter(hub: &TestHub, series: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", hub.http))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body");
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 async fn alarm_devices(hub: &TestHub) -> Vec<String> {
     let (s, body) = hub.api().get("demo-district", "/api/alarms").await;
     assert_eq!(s, 200, "{body}");
@@ -52,7 +39,7 @@ async fn a_door_contact_cannot_raise_an_sos_or_announce_an_absence_but_a_pendant
     let api = hub.api();
     let door = hub.device("demo-door-1").await;
     let pendant = hub.device("demo-pendant-1").await;
-    let refused_before = counter(&hub, REFUSED).await;
+    let refused_before = anxin_tests::metric(&hub.http, REFUSED).await;
 
     // An SOS on the door contact's own topic: refused with the contract's error, with
     // its event id, so the device stops re-sending; never acknowledged.
@@ -87,7 +74,7 @@ async fn a_door_contact_cannot_raise_an_sos_or_announce_an_absence_but_a_pendant
     assert_eq!(mode["mode"], Value::Null, "{mode}");
 
     // Both refusals are counted.
-    let refused_after = counter(&hub, REFUSED).await;
+    let refused_after = anxin_tests::metric(&hub.http, REFUSED).await;
     assert!(
         refused_after >= refused_before + 2.0,
         "{REFUSED}: {refused_before} → {refused_after}"
@@ -171,14 +158,14 @@ async fn a_corrected_device_kind_applies_at_once_and_an_unlisted_kind_is_let_thr
         .await
         .expect("legacy device");
     let unchecked = "anxin_device_events_unchecked_total{kind=\"sos\"}";
-    let before = counter(&hub, unchecked).await;
+    let before = anxin_tests::metric(&hub.http, unchecked).await;
     let legacy = hub.device("legacy-pendant").await;
     let ack = legacy
         .send_critical(&payload::event("sos", json!({})), PATIENCE)
         .await
         .expect("an unlisted kind is not refused");
     assert_eq!(ack["result"], "stored", "{ack}");
-    let after = counter(&hub, unchecked).await;
+    let after = anxin_tests::metric(&hub.http, unchecked).await;
     assert!(after > before, "{unchecked}: {before} → {after}");
     let mut devices = alarm_devices(&hub).await;
     devices.sort();

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anxin_tests::process::{count, free_port, packet, HubProcess, RawMqtt};
-use anxin_tests::{PATIENCE, SECRET};
+use anxin_tests::{metric_total, PATIENCE, SECRET};
 use device_sim::{payload, Device, DeviceConfig};
 use serde_json::json;
 
@@ -41,20 +41,6 @@ async fn sos(dev: &Device) -> Duration {
         .expect("SOS acknowledged");
     assert_eq!(ack["result"], "stored", "{ack}");
     t.elapsed()
-}
-
-/// A counter from `/metrics` (summed over its labels), 0 when absent.
-async fn metric(hub: &HubProcess, name: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", hub.http))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 fn sos_bytes(event_id: &str) -> Vec<u8> {
@@ -188,8 +174,8 @@ async fn twenty_thousand_rejected_messages_then_another_homes_sos_is_acknowledge
         took < Duration::from_secs(1),
         "SOS acknowledged in {took:?}"
     );
-    assert!(metric(&hub, "anxin_mqtt_publishes_refused_total").await > 0.0);
-    assert!(metric(&hub, "anxin_payload_rejected_total").await > 0.0);
+    assert!(metric_total(&hub.http, "anxin_mqtt_publishes_refused_total").await > 0.0);
+    assert!(metric_total(&hub.http, "anxin_payload_rejected_total").await > 0.0);
     hub.kill().await;
 }
 
@@ -204,7 +190,7 @@ async fn with_no_publish_budget_ingest_rejects_twenty_thousand_messages_without_
     )
     .await;
     junk_then_sos(&hub).await;
-    let rejected = metric(&hub, "anxin_payload_rejected_total").await;
+    let rejected = metric_total(&hub.http, "anxin_payload_rejected_total").await;
     assert!(
         rejected >= 20_000.0,
         "every junk message was rejected by ingest ({rejected})"
@@ -244,7 +230,7 @@ async fn healthz_fails_while_the_rules_stage_is_stalled() {
     let v: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(v["stalled"], json!(["rules"]), "{body}");
     hub.wait_line("PIPELINE STALLED", PATIENCE).await;
-    assert!(metric(&hub, "anxin_pipeline_stalls_total").await >= 1.0);
+    assert!(metric_total(&hub.http, "anxin_pipeline_stalls_total").await >= 1.0);
     hub.kill().await;
 }
 
@@ -306,6 +292,6 @@ async fn one_devices_flood_of_valid_messages_does_not_hold_back_another_homes_so
             "SOS acknowledged in {t:?}: {took:?}"
         );
     }
-    assert!(metric(&hub, "anxin_mqtt_publishes_refused_total").await > 0.0);
+    assert!(metric_total(&hub.http, "anxin_mqtt_publishes_refused_total").await > 0.0);
     hub.kill().await;
 }

@@ -236,19 +236,6 @@ fn the_export_command_writes_neutralised_files_that_import_back() {
     }
 }
 
-/// The value of one counter on the hub's /metrics (0 when absent).
-async fn counter(hub: &TestHub, series: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", hub.http))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn malformed_text_is_refused_whole_with_its_file_and_line() {
     let hub = TestHub::spawn().await;
@@ -278,7 +265,7 @@ async fn malformed_text_is_refused_whole_with_its_file_and_line() {
         ),
     ] {
         let series = format!("anxin_import_malformed_total{{reason=\"{reason}\"}}");
-        let counted = counter(&hub, &series).await;
+        let counted = anxin_tests::metric(&hub.http, &series).await;
         // A valid village in the same import: all or nothing.
         let sheet = json!({"files": {
             "villages.csv": "id,town_id,name\nv-new,t-1,New Village\n",
@@ -290,7 +277,7 @@ async fn malformed_text_is_refused_whole_with_its_file_and_line() {
         assert!(err.contains(needle), "{needle:?} in {err}");
         assert!(!err.contains("Secret"), "the cell is never quoted: {err}");
         assert!(
-            counter(&hub, &series).await > counted,
+            anxin_tests::metric(&hub.http, &series).await > counted,
             "{series} counts the refusal"
         );
         let (_, after) = api.get("demo-district", "/api/admin/export").await;
