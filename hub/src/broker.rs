@@ -83,10 +83,8 @@ pub async fn start(
     // and ingest (`segment_bytes × segment_count`). Each device's exact filters (its `ack`
     // and `errors`, and the `denied` topic a refused subscription is pointed at) get a
     // small log (`exact_filter_segment`), freed with the filter when the device's clean
-    // session ends. Every log is emptied once its readers have read it, so the sizes bound
-    // only what a reader lags by (ANXIN PATCH, vendor/README.md). rumqttd panics on its
-    // router thread at the first subscribe with a segment under 1 KiB or no segment:
-    // refuse those here.
+    // session ends (ANXIN PATCH, vendor/README.md). rumqttd panics on its router thread
+    // at the first subscribe with a segment under 1 KiB or no segment: refuse those here.
     anyhow::ensure!(
         settings.segment_bytes >= 1024
             && settings.segment_count >= 1

@@ -204,12 +204,11 @@ pub struct RouterConfig {
     pub shared_subscriptions_strategy: Strategy,
     /// ANXIN PATCH: the log of a filter without wildcards (`+`, `#`) gets this size and
     /// count instead of `max_segment_size` × `max_segment_count` (`custom_segment` still
-    /// overrides both). Every subscription filter has its own in-memory log; upstream gives
-    /// each the full size (and keeps it full), so each device's own `ack` and `errors`
-    /// subscriptions could hold 64 MiB (3 devices × 60,000 error reports: 55 → 192–218 MB
-    /// RSS). Wildcard filters (a hub's fan-in subscriptions) keep the large log, the burst
-    /// buffer. Unset: upstream sizes (logs are still emptied once read and filters dropped
-    /// when unused, see `DataLog::park` and `DataLog::unsubscribed`).
+    /// overrides both). Every subscription filter has its own in-memory log, kept while the
+    /// filter exists; upstream gives each the full size, so each device's own `ack` and
+    /// `errors` subscriptions could hold 64 MiB (3 devices × 60,000 error reports:
+    /// 53 → 204 MB RSS). Wildcard filters (a hub's fan-in subscriptions) keep the large
+    /// log. Unset: upstream behaviour.
     #[serde(default)]
     pub exact_filter_segment: Option<SegmentConfig>,
 }

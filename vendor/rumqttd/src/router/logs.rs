@@ -556,9 +556,9 @@ impl Data<PublishData> {
     /// ANXIN PATCH: append a publish (as `append`). A message's topic and payload are
     /// slices of the publisher's network read buffer (≈ 10 KiB blocks, shared by every
     /// packet read into them), so each message a log keeps holds its whole block. For the
-    /// ring of a wildcard filter that is the data in flight anyway, but what a small log
-    /// keeps for a device that lags (or has stalled, for as long as it stays connected) is
-    /// a message here and there, each from a different block of the hub's connection: it
+    /// ring of a wildcard filter that is the data in flight anyway, but a small log keeps
+    /// the latest few messages to its subscriber for as long as that subscriber is
+    /// connected, possibly days, each from a different block of the hub's connection: it
     /// copies the message instead (a few hundred bytes; the hub's acks and error reports).
     pub fn append_publish(
         &mut self,
