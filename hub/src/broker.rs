@@ -78,21 +78,6 @@ pub async fn start(
     shutdown: CancellationToken,
     tracker: &tokio_util::task::TaskTracker,
 ) -> anyhow::Result<EmbeddedBroker> {
-    // Every subscription filter has an in-memory log of its own in rumqttd. The hub's
-    // ingest subscribes with wildcards: those logs are the burst buffer between devices
-    // and ingest (`segment_bytes × segment_count`). Each device's exact filters (its `ack`
-    // and `errors`, and the `denied` topic a refused subscription is pointed at) get a
-    // small log (`exact_filter_segment`), freed with the filter when the device's clean
-    // session ends (ANXIN PATCH, vendor/README.md). rumqttd panics on its router thread
-    // at the first subscribe with a segment under 1 KiB or no segment: refuse those here.
-    anyhow::ensure!(
-        settings.segment_bytes >= 1024
-            && settings.segment_count >= 1
-            && settings.device_segment_bytes >= 1024
-            && settings.device_segment_count >= 1,
-        "[mqtt] segment_bytes and device_segment_bytes must be at least 1024, \
-         segment_count and device_segment_count at least 1"
-    );
     let router_cfg = RouterConfig {
         max_connections: settings.max_connections,
         max_outgoing_packet_count: 200,
@@ -101,10 +86,6 @@ pub async fn start(
         custom_segment: None,
         initialized_filters: None,
         shared_subscriptions_strategy: Default::default(),
-        exact_filter_segment: Some(rumqttd::SegmentConfig {
-            max_segment_size: settings.device_segment_bytes,
-            max_segment_count: settings.device_segment_count,
-        }),
     };
     let router_tx = Router::new(0, router_cfg).spawn();
 

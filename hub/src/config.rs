@@ -58,20 +58,6 @@ pub struct MqttSettings {
     /// rumqttd silently drops messages for a reader that falls further behind than this.
     pub segment_bytes: usize,
     pub segment_count: usize,
-    /// The same for each subscription filter without wildcards: in practice a device's
-    /// own `ack` and `errors` topics, one log each (the hub's own subscriptions are
-    /// wildcards and get the ring above). Such a log holds what its device has not read
-    /// yet, up to this size: beyond the 100 messages in flight to it, a device that falls
-    /// further behind loses the oldest (critical events are re-sent until acknowledged
-    /// anyway). 16 KiB × 2 lost nothing where 4 KiB × 2 lost 29 of 60,000 reports to a
-    /// device flooding invalid payloads (the hub's reports arrive in bursts). Freed when
-    /// the device's clean session ends. Upstream rumqttd gave each of them the full ring,
-    /// kept full: 3 devices × 60,000 error reports grew the hub 55 → 192–218 MB, for good.
-    /// At least 1024 bytes and 1 segment.
-    #[serde(default = "default_device_segment_bytes")]
-    pub device_segment_bytes: usize,
-    #[serde(default = "default_device_segment_count")]
-    pub device_segment_count: usize,
     /// Limits per source address on device connections (`[mqtt.source_limits]`).
     #[serde(default)]
     pub source_limits: SourceLimitSettings,
@@ -109,14 +95,6 @@ impl Default for DeviceLimitSettings {
             disconnect_after_refused: 1_000,
         }
     }
-}
-
-fn default_device_segment_bytes() -> usize {
-    16 * 1024
-}
-
-fn default_device_segment_count() -> usize {
-    2
 }
 
 /// Limits per source address on the MQTT listener (docs/security.md T3, T10). A source is
@@ -292,8 +270,6 @@ impl Default for Settings {
                 max_connections: 20_000,
                 segment_bytes: 16 * 1024 * 1024,
                 segment_count: 4,
-                device_segment_bytes: default_device_segment_bytes(),
-                device_segment_count: default_device_segment_count(),
                 source_limits: SourceLimitSettings::default(),
                 device_limits: DeviceLimitSettings::default(),
             },

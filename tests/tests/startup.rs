@@ -37,26 +37,6 @@ async fn a_taken_mqtt_port_is_an_error_not_a_silent_log_line() {
     assert!(err.contains("not available"), "{err}");
 }
 
-/// rumqttd panics on its router thread at the first subscribe when a log segment is under
-/// 1 KiB (the hub then waited 15 s for ingest to subscribe and failed without saying why).
-#[tokio::test]
-async fn a_broker_segment_under_1_kib_stops_start_up_and_says_which() {
-    for tweak in [
-        (|s: &mut hub::config::Settings| s.mqtt.segment_bytes = 512) as fn(&mut _),
-        |s| s.mqtt.device_segment_bytes = 100,
-        |s| s.mqtt.device_segment_count = 0,
-    ] {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut settings = anxin_tests::settings_for(dir.path());
-        tweak(&mut settings);
-        let err = match App::build(settings, Arc::new(ManualClock::new(0))).await {
-            Ok(_) => panic!("hub started with a segment it cannot use"),
-            Err(e) => format!("{e:#}"),
-        };
-        assert!(err.contains("device_segment_bytes"), "{err}");
-    }
-}
-
 /// `device-sim run` drives a hub on simulated time: the clock moves only through the
 /// API, and only after the observations the simulator names have been handled.
 #[tokio::test]

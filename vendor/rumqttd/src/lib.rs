@@ -202,15 +202,6 @@ pub struct RouterConfig {
     // defaults to Round Robin
     #[serde(default)]
     pub shared_subscriptions_strategy: Strategy,
-    /// ANXIN PATCH: the log of a filter without wildcards (`+`, `#`) gets this size and
-    /// count instead of `max_segment_size` × `max_segment_count` (`custom_segment` still
-    /// overrides both). Every subscription filter has its own in-memory log, kept while the
-    /// filter exists; upstream gives each the full size, so each device's own `ack` and
-    /// `errors` subscriptions could hold 64 MiB (3 devices × 60,000 error reports:
-    /// 53 → 204 MB RSS). Wildcard filters (a hub's fan-in subscriptions) keep the large
-    /// log. Unset: upstream behaviour.
-    #[serde(default)]
-    pub exact_filter_segment: Option<SegmentConfig>,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]

@@ -1,5 +1,4 @@
 use super::Ack;
-use bytes::Bytes;
 use slab::Slab;
 use tracing::{info, trace};
 
@@ -74,14 +73,6 @@ fn has_wildcard(filter: &str) -> bool {
     filter.contains(['+', '#'])
 }
 
-/// ANXIN PATCH: the filter whose log a subscription reads: `t` for `$share/<group>/t`
-/// (as `routing::extract_group`, without allocating), the path itself otherwise.
-pub(crate) fn log_filter(path: &str) -> &str {
-    path.strip_prefix("$share/")
-        .and_then(|s| s.split_once('/'))
-        .map_or(path, |(_group, filter)| filter)
-}
-
 impl DataLog {
     pub fn new(config: RouterConfig) -> io::Result<DataLog> {
         let mut native = Slab::new();
@@ -92,9 +83,7 @@ impl DataLog {
 
         if let Some(warmup_filters) = config.initialized_filters.clone() {
             for filter in warmup_filters {
-                let mut data = Data::new(&filter, &config);
-                // ANXIN PATCH: configured filters exist for the router's lifetime.
-                data.permanent = true;
+                let data = Data::new(&filter, &config);
 
                 // Add commitlog to datalog and add datalog index to filter to
                 // datalog index map
@@ -127,11 +116,6 @@ impl DataLog {
             .map(|data| &data.waiters)
     }
 
-    /// ANXIN PATCH: `filter` is the subscription's path; the waiter is looked up in the
-    /// log it reads (`log_filter`) and matched by path too. Upstream looked `$share/g/t`
-    /// up as a filter of its own (no such log: the waiter stayed and revived the
-    /// subscription on the next publish), and removed the connection's first waiter in
-    /// the log whichever of its subscriptions that was.
     pub fn remove_waiters_for_id(
         &mut self,
         id: ConnectionId,
@@ -139,12 +123,13 @@ impl DataLog {
     ) -> Option<DataRequest> {
         let data = self
             .native
-            .get_mut(*self.filter_indexes.get(log_filter(filter))?)?;
+            .get_mut(*self.filter_indexes.get(filter)?)
+            .unwrap();
         let waiters = data.waiters.get_mut();
 
         waiters
             .iter()
-            .position(|(conn_id, request)| *conn_id == id && request.filter == *filter)
+            .position(|&(conn_id, _)| conn_id == id)
             .and_then(|index| {
                 waiters
                     .swap_remove_back(index)
@@ -213,86 +198,6 @@ impl DataLog {
         };
 
         (filter_idx, data.log.next_offset())
-    }
-
-    /// ANXIN PATCH: one more subscription (of a connection or of a saved persistent
-    /// session) reads the log at `filter_idx`; `persistent`: a persistent session's.
-    pub fn subscribed(&mut self, filter_idx: FilterIdx, persistent: bool) {
-        if let Some(data) = self.native.get_mut(filter_idx) {
-            data.subscriptions += 1;
-            data.persistent += usize::from(persistent);
-        }
-    }
-
-    /// ANXIN PATCH: one subscription on the subscription path `path` has ended
-    /// (`persistent`: a persistent session's, as counted by `subscribed`). When it
-    /// was the filter's last and `free` is set (a clean session's subscription), the
-    /// filter is dropped with its log and its entries in the topic cache, and its index
-    /// is returned: the caller must drop any request still holding that index (the slab
-    /// slot is reused by the next new filter). Filters in `initialized_filters` are kept.
-    ///
-    /// Upstream never dropped a filter: each one any client ever subscribed to kept its
-    /// log (up to `max_segment_size × max_segment_count`) for the life of the process.
-    /// A subscriber that comes later starts at the end of the log, so dropping it loses
-    /// nothing; retained messages are kept apart (`retained_publishes`) and stay.
-    pub fn unsubscribed(&mut self, path: &str, persistent: bool, free: bool) -> Option<FilterIdx> {
-        let filter = log_filter(path);
-        let idx = *self.filter_indexes.get(filter)?;
-        let data = self.native.get_mut(idx)?;
-        data.subscriptions = data.subscriptions.saturating_sub(1);
-        if persistent {
-            data.persistent = data.persistent.saturating_sub(1);
-        }
-        if !free || data.subscriptions > 0 || data.permanent {
-            return None;
-        }
-
-        self.native.remove(idx);
-        self.filter_indexes.remove(filter);
-        if has_wildcard(filter) {
-            // A wildcard may be cached under any topic. Rare (a hub's own subscriptions
-            // are long-lived), so a scan rather than an index per filter.
-            self.wildcard_filters.retain(|(_, i)| *i != idx);
-            self.publish_filters.retain(|_, filters| {
-                filters.retain(|i| *i != idx);
-                !filters.is_empty()
-            });
-        } else if let Some(filters) = self.publish_filters.get_mut(filter) {
-            // An exact filter is cached only under its own topic.
-            filters.retain(|i| *i != idx);
-            if filters.is_empty() {
-                self.publish_filters.remove(filter);
-            }
-        }
-        Some(idx)
-    }
-
-    /// ANXIN PATCH: whether `request` still reads the log it was made for. Filters are
-    /// dropped (`unsubscribed`) and their slab slots reused: a request left behind by a
-    /// bug must not read another filter's messages, nor panic on a missing log.
-    pub fn serves(&self, request: &DataRequest) -> bool {
-        self.native
-            .get(request.filter_idx)
-            .is_some_and(|data| data.filter == log_filter(&request.filter))
-    }
-
-    /// ANXIN PATCH (tests): the index of `filter`'s log, if it exists.
-    #[cfg(test)]
-    pub(crate) fn filter_idx(&self, filter: &str) -> Option<FilterIdx> {
-        self.filter_indexes.get(filter).copied()
-    }
-
-    /// ANXIN PATCH (tests): bytes held by `filter`'s log (as `Storage::size` counts them).
-    #[cfg(test)]
-    pub(crate) fn log_size(&self, filter: &str) -> Option<u64> {
-        let idx = self.filter_indexes.get(filter)?;
-        self.native.get(*idx).map(|data| data.log.size())
-    }
-
-    /// ANXIN PATCH (tests): the filters cached for `topic`.
-    #[cfg(test)]
-    pub(crate) fn cached_filters(&self, topic: &str) -> Option<&Vec<FilterIdx>> {
-        self.publish_filters.get(topic)
     }
 
     pub fn native_readv(
@@ -366,25 +271,6 @@ impl DataLog {
         // `native_readv` hasn't paniced, so this won't panic either.
         let data = self.native.get_mut(request.filter_idx).unwrap();
         data.waiters.register(id, request);
-
-        // ANXIN PATCH: once every subscription has read everything, nobody reads those
-        // messages again (a later subscriber starts at the end): drop them. Upstream kept
-        // each log full to its size for good, however long its readers had been done: a
-        // device connected for weeks kept its last 32 KiB of acks, the hub's 64 MiB ring
-        // stayed full (up to ≈ 330 MB of RSS) after every burst. Not while a persistent
-        // session subscribes (its resume re-reads from its first unacknowledged message),
-        // nor for a shared subscription (a group member parks without having read).
-        let next = data.log.next_offset();
-        let all_done = data.persistent == 0
-            && data.waiters.waiters().len() == data.subscriptions
-            && data
-                .waiters
-                .waiters()
-                .iter()
-                .all(|(_, r)| r.group.is_none() && r.cursor == next);
-        if all_done {
-            data.log.clear();
-        }
     }
 
     /// Cleanup a connection from all the waiters
@@ -476,16 +362,6 @@ pub struct Data<T> {
     pub log: CommitLog<T>,
     pub waiters: Waiters<DataRequest>,
     meter: SubscriptionMeter,
-    /// ANXIN PATCH: subscriptions reading this log, of live connections and of saved
-    /// persistent sessions (`DataLog::subscribed` / `unsubscribed`).
-    subscriptions: usize,
-    /// ANXIN PATCH: how many of them are persistent sessions' (`DataLog::park`).
-    persistent: usize,
-    /// ANXIN PATCH: never dropped (`initialized_filters`).
-    permanent: bool,
-    /// ANXIN PATCH: a small log (`RouterConfig::exact_filter_segment`) keeps its own copy
-    /// of each message's topic and payload (`append_publish`).
-    own_copy: bool,
 }
 
 impl<T> Data<T>
@@ -495,14 +371,6 @@ where
     pub fn new(filter: &str, router_config: &RouterConfig) -> Data<T> {
         let mut max_segment_size = router_config.max_segment_size;
         let mut max_mem_segments = router_config.max_segment_count;
-
-        // ANXIN PATCH: a small log for an exact filter (see `RouterConfig::exact_filter_segment`).
-        let mut own_copy = false;
-        if let (false, Some(exact)) = (has_wildcard(filter), &router_config.exact_filter_segment) {
-            max_segment_size = exact.max_segment_size;
-            max_mem_segments = exact.max_segment_count;
-            own_copy = true;
-        }
 
         // Override segment config for selected filter
         if let Some(config) = &router_config.custom_segment {
@@ -525,10 +393,6 @@ where
             log,
             waiters,
             meter: metrics,
-            subscriptions: 0,
-            persistent: 0,
-            permanent: false,
-            own_copy,
         }
     }
 
@@ -549,29 +413,6 @@ where
         self.meter.total_size += size;
 
         (offset, &self.filter)
-    }
-}
-
-impl Data<PublishData> {
-    /// ANXIN PATCH: append a publish (as `append`). A message's topic and payload are
-    /// slices of the publisher's network read buffer (≈ 10 KiB blocks, shared by every
-    /// packet read into them), so each message a log keeps holds its whole block. For the
-    /// ring of a wildcard filter that is the data in flight anyway, but a small log keeps
-    /// the latest few messages to its subscriber for as long as that subscriber is
-    /// connected, possibly days, each from a different block of the hub's connection: it
-    /// copies the message instead (a few hundred bytes; the hub's acks and error reports).
-    pub fn append_publish(
-        &mut self,
-        publish: &Publish,
-        properties: &Option<PublishProperties>,
-        notifications: &mut VecDeque<(ConnectionId, DataRequest)>,
-    ) -> (Offset, &Filter) {
-        let mut publish = publish.clone();
-        if self.own_copy {
-            publish.topic = Bytes::copy_from_slice(&publish.topic);
-            publish.payload = Bytes::copy_from_slice(&publish.payload);
-        }
-        self.append((publish, properties.clone()).into(), notifications)
     }
 }
 
@@ -643,12 +484,8 @@ impl AckLog {
 #[cfg(test)]
 mod test {
     use super::DataLog;
-    use crate::protocol::Publish;
     use crate::router::shared_subs::Strategy;
-    use crate::router::DataRequest;
-    use crate::{RouterConfig, SegmentConfig};
-    use bytes::Bytes;
-    use std::collections::VecDeque;
+    use crate::RouterConfig;
 
     /// ANXIN PATCH: exact and wildcard filters are found whatever the order of
     /// subscribe and first publish, and an exact filter never matches another topic.
@@ -662,7 +499,6 @@ mod test {
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Strategy::RoundRobin,
-            exact_filter_segment: None,
         };
         let mut data = DataLog::new(config).unwrap();
         let (wild, _) = data.next_native_offset("d/+/events");
@@ -686,93 +522,6 @@ mod test {
         assert!(data.matches("d/a/ack").unwrap().is_empty());
     }
 
-    fn small_exact_logs() -> RouterConfig {
-        RouterConfig {
-            max_segment_size: 1024 * 1024,
-            max_connections: 10,
-            max_segment_count: 4,
-            max_outgoing_packet_count: 1024,
-            custom_segment: None,
-            initialized_filters: Some(vec!["d/hub/ack".into()]),
-            shared_subscriptions_strategy: Strategy::RoundRobin,
-            exact_filter_segment: Some(SegmentConfig {
-                max_segment_size: 1024,
-                max_segment_count: 2,
-            }),
-        }
-    }
-
-    /// ANXIN PATCH: a request left behind for a dropped filter is not served by the filter
-    /// that takes its slot; only the last clean subscription drops a filter, and never a
-    /// configured one.
-    #[test]
-    fn a_request_for_a_dropped_filter_is_not_served_by_the_next_filter_in_its_slot() {
-        let mut data = DataLog::new(small_exact_logs()).unwrap();
-        let (idx, cursor) = data.next_native_offset("d/a/ack");
-        data.subscribed(idx, false);
-        data.subscribed(idx, false);
-        let request = DataRequest {
-            filter: "d/a/ack".into(),
-            filter_idx: idx,
-            qos: 1,
-            cursor,
-            read_count: 0,
-            max_count: 100,
-            forward_retained: false,
-            group: None,
-        };
-        assert!(data.serves(&request));
-        assert_eq!(
-            data.unsubscribed("d/a/ack", false, true),
-            None,
-            "one subscription left"
-        );
-        assert_eq!(data.unsubscribed("d/a/ack", false, true), Some(idx));
-        assert!(!data.serves(&request));
-
-        let (reused, _) = data.next_native_offset("d/b/ack");
-        assert_eq!(reused, idx, "the slot is reused");
-        assert!(!data.serves(&request));
-        let shared = DataRequest {
-            filter: "$share/g/d/b/ack".into(),
-            filter_idx: reused,
-            ..request.clone()
-        };
-        assert!(data.serves(&shared));
-
-        // A persistent session's unsubscribe does not drop; a configured filter never goes.
-        data.subscribed(reused, true);
-        assert_eq!(data.unsubscribed("$share/g/d/b/ack", true, false), None);
-        let (hub, _) = data.next_native_offset("d/hub/ack");
-        data.subscribed(hub, false);
-        assert_eq!(data.unsubscribed("d/hub/ack", false, true), None);
-        assert_eq!(data.next_native_offset("d/hub/ack").0, hub);
-    }
-
-    /// ANXIN PATCH: a small log does not hold on to the publisher's read buffer.
-    #[test]
-    fn a_small_log_keeps_its_own_copy_of_each_message() {
-        let mut data = DataLog::new(small_exact_logs()).unwrap();
-        let (exact, _) = data.next_native_offset("d/a/ack");
-        let (wildcard, _) = data.next_native_offset("d/+/ack");
-        // As read from the network: a slice of a larger block.
-        let block = Bytes::from(vec![b'x'; 10 * 1024]);
-        let mut publish = Publish::new("d/a/ack", "", false);
-        publish.payload = block.slice(0..100);
-        let mut notifications = VecDeque::new();
-        for idx in [exact, wildcard] {
-            data.native[idx].append_publish(&publish, &None, &mut notifications);
-        }
-        let stored = |idx| {
-            let (_, read) = data.native_readv(idx, (0, 0), 10).unwrap();
-            read.into_iter().next().unwrap().0 .0.payload
-        };
-        let (own, shared) = (stored(exact), stored(wildcard));
-        assert_eq!(own, publish.payload);
-        assert_ne!(own.as_ptr(), block.as_ptr(), "copied out of the block");
-        assert_eq!(shared.as_ptr(), block.as_ptr(), "a ring shares it");
-    }
-
     #[test]
     fn publish_filters_updating_correctly_on_new_topic_subscription() {
         let config = RouterConfig {
@@ -783,7 +532,6 @@ mod test {
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Strategy::RoundRobin,
-            exact_filter_segment: None,
         };
         let mut data = DataLog::new(config).unwrap();
         data.next_native_offset("topic/a");
@@ -804,7 +552,6 @@ mod test {
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Strategy::RoundRobin,
-            exact_filter_segment: None,
         };
         let mut data = DataLog::new(config).unwrap();
         data.next_native_offset("+/+");

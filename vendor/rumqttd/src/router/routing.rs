@@ -329,20 +329,7 @@ impl Router {
             )
         } else {
             // Only retrieve metrics in clean session
-            connection.events = saved.map_or_else(ConnectionEvents::default, |s| {
-                // ANXIN PATCH: a clean session discards the saved persistent one, whose
-                // subscriptions held their filters (`DataLog::unsubscribed`).
-                for path in s.session_state.iter().flat_map(|s| s.subscriptions.iter()) {
-                    release_subscription(
-                        &mut self.datalog,
-                        &mut self.notifications,
-                        path,
-                        true,
-                        true,
-                    );
-                }
-                s.metrics
-            });
+            connection.events = saved.map_or_else(ConnectionEvents::default, |s| s.metrics);
             Tracker::new(client_id.clone())
         };
 
@@ -491,10 +478,6 @@ impl Router {
         for filter in connection.subscriptions.iter() {
             if let Some(connections) = self.subscription_map.get_mut(filter) {
                 connections.remove(&id);
-                // ANXIN PATCH: no entry per filter ever subscribed to, for ever.
-                if connections.is_empty() {
-                    self.subscription_map.remove(filter);
-                }
             }
         }
 
@@ -539,18 +522,6 @@ impl Router {
                 outgoing.unacked_pubrels,
             );
         } else {
-            // ANXIN PATCH: a clean session's subscriptions end here; a filter nobody else
-            // reads is dropped with its log (`DataLog::unsubscribed`). A persistent
-            // session's (above) hold their filters until it resumes or is discarded.
-            for path in connection.subscriptions.iter() {
-                release_subscription(
-                    &mut self.datalog,
-                    &mut self.notifications,
-                    path,
-                    false,
-                    true,
-                );
-            }
             tracker.pause(PauseReason::Busy);
             let id = tracker.id.clone();
             // Only save metrics in clean session
@@ -785,23 +756,6 @@ impl Router {
                             ackslog.unsuback(unsuback);
                             self.scheduler.untrack(id, filter);
                             self.datalog.remove_waiters_for_id(id, filter);
-                            // ANXIN PATCH: nor may a request woken by a publish earlier in
-                            // this batch revive the subscription (upstream re-tracked it).
-                            self.notifications.retain(|(cid, request)| {
-                                !(*cid == id && request.filter == *filter)
-                            });
-                            if connections_empty(&self.subscription_map, filter) {
-                                self.subscription_map.remove(filter);
-                            }
-                            // ANXIN PATCH: drop the filter if this was its last subscription
-                            // and the session is clean (see `handle_disconnection`).
-                            release_subscription(
-                                &mut self.datalog,
-                                &mut self.notifications,
-                                filter,
-                                !connection.clean,
-                                connection.clean,
-                            );
                             force_ack = true;
                         }
                     }
@@ -1011,8 +965,6 @@ impl Router {
         // call to `insert(_)` returns `true` if it didn't contain the filter_path already
         // i.e. its a new subscription
         if connection.subscriptions.insert(filter_path.clone()) {
-            // ANXIN PATCH: the filter is kept while this subscription lasts.
-            self.datalog.subscribed(filter_idx, !connection.clean);
             let request = DataRequest {
                 filter: filter_path.clone(),
                 filter_idx,
@@ -1131,8 +1083,6 @@ impl Router {
                 ConsumeStatus::SkipRequest => {
                     skipped_requests.push_back(request);
                 }
-                // ANXIN PATCH: see `ConsumeStatus::Dropped`.
-                ConsumeStatus::Dropped => {}
             }
         }
 
@@ -1311,8 +1261,8 @@ fn append_to_commitlog(
     let mut o = (0, 0);
     for filter_idx in filter_idxs {
         let datalog = datalog.native.get_mut(filter_idx).unwrap();
-        // ANXIN PATCH: `append_publish` (a small log copies the message).
-        let (offset, filter) = datalog.append_publish(&publish, &properties, notifications);
+        let publish_data = (publish.clone(), properties.clone());
+        let (offset, filter) = datalog.append(publish_data.into(), notifications);
         debug!(
             pkid,
             "Appended to commitlog: {}[{}, {})", filter, offset.0, offset.1,
@@ -1377,8 +1327,8 @@ fn append_will_message(
     let mut o = (0, 0);
     for filter_idx in filter_idxs {
         let datalog = datalog.native.get_mut(filter_idx).unwrap();
-        // ANXIN PATCH: `append_publish` (a small log copies the message).
-        let (offset, filter) = datalog.append_publish(&publish, &properties, notifications);
+        let publish_data = (publish.clone(), properties.clone());
+        let (offset, filter) = datalog.append(publish_data.into(), notifications);
         debug!(
             pkid,
             "Appended to commitlog: {}[{}, {})", filter, offset.0, offset.1,
@@ -1464,8 +1414,6 @@ enum ConsumeStatus {
     /// Use to indicate we want to skip the datareqest
     /// for shared subscriptions
     SkipRequest,
-    /// ANXIN PATCH: the request's filter no longer exists (`DataLog::serves`): drop it.
-    Dropped,
 }
 
 /// Sweep datalog from offset in DataRequest and updates DataRequest
@@ -1484,18 +1432,6 @@ fn forward_device_data(
 ) -> ConsumeStatus {
     let span = tracing::info_span!("outgoing_publish", client_id = outgoing.client_id);
     let _guard = span.enter();
-
-    // ANXIN PATCH: filters are dropped when their last subscription ends and their slab
-    // slot is reused; every path that ends a subscription removes its requests, and this
-    // makes sure a request missed by a bug neither reads another filter's messages nor
-    // panics on a missing log.
-    if !datalog.serves(request) {
-        error!(
-            filter = request.filter,
-            "Dropping data request of a filter that no longer exists"
-        );
-        return ConsumeStatus::Dropped;
-    }
 
     if let Some(ref shared_group) = shared_group {
         // update the request cursor to use shared cursor
@@ -1820,26 +1756,6 @@ fn validate_clientid(client_id: &str) -> Result<(), RouterError> {
     }
 
     Ok(())
-}
-
-/// ANXIN PATCH: a subscription on `path` ended (see `DataLog::unsubscribed`). If its filter
-/// was dropped, requests for it that a publish earlier in the same batch woke up go too:
-/// they would be tracked at the end of the batch with an index the next filter reuses.
-fn release_subscription(
-    datalog: &mut DataLog,
-    notifications: &mut VecDeque<(ConnectionId, DataRequest)>,
-    path: &str,
-    persistent: bool,
-    free: bool,
-) {
-    if let Some(idx) = datalog.unsubscribed(path, persistent, free) {
-        notifications.retain(|(_, request)| request.filter_idx != idx);
-    }
-}
-
-/// ANXIN PATCH: whether no connection is left in `filter`'s subscription map entry.
-fn connections_empty(map: &HashMap<Filter, HashSet<ConnectionId>>, filter: &str) -> bool {
-    map.get(filter).is_some_and(|c| c.is_empty())
 }
 
 fn extract_group(filter: &str) -> Option<(String, String)> {
@@ -2485,498 +2401,3 @@ fn extract_group(filter: &str) -> Option<(String, String)> {
 // //         dbg!(trackers);
 // //     }
 // // }
-
-/// ANXIN PATCH: per-filter logs are sized by kind (exact / wildcard) and dropped when their
-/// last clean-session subscription ends (`DataLog::unsubscribed`). Driven through the
-/// router's own entry points, as a network link would, on one thread.
-#[cfg(test)]
-mod anxin_filter_lifetime {
-    use super::*;
-    use crate::protocol::{
-        Filter as SubscriptionFilter, RetainForwardRule, Subscribe, Unsubscribe,
-    };
-    use parking_lot::Mutex;
-    use std::sync::Arc;
-
-    const BIG: usize = 1024 * 1024;
-    /// Segment size of an exact filter's log in these tests (the minimum rumqttd allows).
-    const SMALL: usize = 1024;
-
-    fn router() -> Router {
-        router_with(SMALL)
-    }
-
-    fn router_with(small: usize) -> Router {
-        Router::new(
-            0,
-            RouterConfig {
-                max_connections: 100,
-                max_outgoing_packet_count: 200,
-                max_segment_size: BIG,
-                max_segment_count: 4,
-                custom_segment: None,
-                initialized_filters: None,
-                shared_subscriptions_strategy: Default::default(),
-                exact_filter_segment: Some(SegmentConfig {
-                    max_segment_size: small,
-                    max_segment_count: 2,
-                }),
-            },
-        )
-    }
-
-    struct Client {
-        id: ConnectionId,
-        incoming: Arc<Mutex<VecDeque<Packet>>>,
-        outgoing: Arc<Mutex<VecDeque<Notification>>>,
-        _wake: Receiver<()>,
-    }
-
-    fn connect(router: &mut Router, client_id: &str, clean: bool) -> Client {
-        let connection = Connection::new(None, client_id.to_owned(), clean, false);
-        let incoming = Incoming::new(client_id.to_owned());
-        let (outgoing, wake) = Outgoing::new(client_id.to_owned());
-        let (ibuf, obuf) = (incoming.buffer(), outgoing.buffer());
-        router.handle_new_connection(connection, incoming, outgoing);
-        let id = *router.connection_map.get(client_id).expect("connected");
-        settle(router);
-        Client {
-            id,
-            incoming: ibuf,
-            outgoing: obuf,
-            _wake: wake,
-        }
-    }
-
-    /// Runs the scheduler until no connection is ready (bounded).
-    fn settle(router: &mut Router) {
-        for _ in 0..10_000 {
-            if router.consume().is_none() {
-                return;
-            }
-        }
-        panic!("router did not settle");
-    }
-
-    fn send(router: &mut Router, client: &Client, packets: Vec<Packet>) {
-        client.incoming.lock().extend(packets);
-        router.handle_device_payload(client.id);
-        settle(router);
-    }
-
-    fn subscribe(router: &mut Router, client: &Client, filters: &[&str], qos: QoS) {
-        let filters = filters
-            .iter()
-            .map(|path| SubscriptionFilter {
-                path: path.to_string(),
-                qos,
-                nolocal: false,
-                preserve_retain: false,
-                retain_forward_rule: RetainForwardRule::OnEverySubscribe,
-            })
-            .collect();
-        send(
-            router,
-            client,
-            vec![Packet::Subscribe(Subscribe { pkid: 1, filters }, None)],
-        );
-    }
-
-    fn publish(topic: &str, payload: &str, retain: bool) -> Packet {
-        let (topic, payload) = (topic.to_owned(), payload.to_owned());
-        Packet::Publish(Publish::new(topic, payload, retain), None)
-    }
-
-    fn unsubscribe(filter: &str) -> Packet {
-        Packet::Unsubscribe(
-            Unsubscribe {
-                pkid: 2,
-                filters: vec![filter.to_owned()],
-            },
-            None,
-        )
-    }
-
-    /// Payloads forwarded to `client` since the last call.
-    fn received(client: &Client) -> Vec<String> {
-        client
-            .outgoing
-            .lock()
-            .drain(..)
-            .filter_map(|n| match n {
-                Notification::Forward(f) => {
-                    Some(String::from_utf8_lossy(&f.publish.payload).into())
-                }
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn disconnect(router: &mut Router, client: Client) {
-        router.handle_disconnection(client.id, None);
-        settle(router);
-    }
-
-    #[test]
-    fn an_exact_filters_log_stays_small_while_a_wildcards_keeps_its_size() {
-        let mut router = router();
-        // Persistent sessions, so that the logs keep what was read (see the next test).
-        let hub = connect(&mut router, "hub", false);
-        subscribe(&mut router, &hub, &["d/+/events"], QoS::AtMostOnce);
-        let device = connect(&mut router, "d1", false);
-        subscribe(&mut router, &device, &["d/d1/errors"], QoS::AtMostOnce);
-
-        // 1,000 error reports to the device, 1,000 events from it: 115 bytes each as the
-        // log counts them (4 + topic + payload).
-        let payload = "x".repeat(100);
-        let (mut to_device, mut to_hub) = (0, 0);
-        for _ in 0..1_000 {
-            send(
-                &mut router,
-                &hub,
-                vec![publish("d/d1/errors", &payload, false)],
-            );
-            send(
-                &mut router,
-                &device,
-                vec![publish("d/d1/events", &payload, false)],
-            );
-            to_device += received(&device).len();
-            to_hub += received(&hub).len();
-        }
-        assert_eq!(to_device, 1_000, "the device read every report");
-        assert_eq!(to_hub, 1_000);
-
-        let exact = router.datalog.log_size("d/d1/errors").expect("exact log");
-        // Two segments of 1 KiB, each of which may overrun by one message.
-        assert!(
-            exact <= 2 * (SMALL as u64 + 115),
-            "exact filter's log holds {exact} bytes"
-        );
-        let wildcard = router.datalog.log_size("d/+/events").expect("wildcard log");
-        assert_eq!(wildcard, 1_000 * 115, "the wildcard's log keeps everything");
-    }
-
-    fn puback(pkid: u16) -> Packet {
-        Packet::PubAck(
-            crate::protocol::PubAck {
-                pkid,
-                reason: PubAckReason::Success,
-            },
-            None,
-        )
-    }
-
-    /// Packet ids of the QoS 1 messages forwarded to `client` since the last call.
-    fn received_pkids(client: &Client) -> Vec<u16> {
-        client
-            .outgoing
-            .lock()
-            .drain(..)
-            .filter_map(|n| match n {
-                Notification::Forward(f) => Some(f.publish.pkid),
-                _ => None,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_log_is_emptied_once_every_clean_subscriber_has_read_it() {
-        // Room for the 150 messages below (a smaller log would drop some before the
-        // device reads them: sized for the bursts a reader may lag behind by).
-        let mut router = router_with(16 * 1024);
-        let hub = connect(&mut router, "hub", true);
-        subscribe(&mut router, &hub, &["d/+/events"], QoS::AtMostOnce);
-        let device = connect(&mut router, "d1", true);
-        subscribe(&mut router, &device, &["d/d1/errors"], QoS::AtLeastOnce);
-        for i in 0..50 {
-            send(
-                &mut router,
-                &hub,
-                vec![publish("d/d1/errors", &format!("r{i}"), false)],
-            );
-            send(
-                &mut router,
-                &device,
-                vec![publish("d/d1/events", &format!("e{i}"), false)],
-            );
-        }
-        // Read as they came: nothing is kept.
-        assert_eq!(router.datalog.log_size("d/d1/errors"), Some(0));
-        assert_eq!(router.datalog.log_size("d/+/events"), Some(0));
-        let pkids = received_pkids(&device);
-        assert_eq!(pkids.len(), 50);
-        for pkid in pkids {
-            send(&mut router, &device, vec![puback(pkid)]);
-        }
-
-        // A reader with 100 messages unacknowledged stops reading: the log keeps the rest
-        // for it, and it gets every one, in order, once it acknowledges.
-        let batch: Vec<Packet> = (0..150)
-            .map(|i| publish("d/d1/errors", &format!("s{i}"), false))
-            .collect();
-        send(&mut router, &hub, batch);
-        assert!(router.datalog.log_size("d/d1/errors") > Some(0));
-        let mut got: Vec<String> = Vec::new();
-        for _ in 0..3 {
-            let forwards: Vec<(u16, String)> = device
-                .outgoing
-                .lock()
-                .drain(..)
-                .filter_map(|n| match n {
-                    Notification::Forward(f) => Some((
-                        f.publish.pkid,
-                        String::from_utf8_lossy(&f.publish.payload).into(),
-                    )),
-                    _ => None,
-                })
-                .collect();
-            for (pkid, payload) in forwards {
-                got.push(payload);
-                send(&mut router, &device, vec![puback(pkid)]);
-            }
-        }
-        let want: Vec<String> = (0..150).map(|i| format!("s{i}")).collect();
-        assert_eq!(got, want);
-        assert_eq!(router.datalog.log_size("d/d1/errors"), Some(0));
-        assert!(router.alertlog.take().is_empty(), "no reader jumped");
-
-        // Offsets go on: a new subscriber and the old one get only what comes next.
-        let late = connect(&mut router, "late", true);
-        subscribe(&mut router, &late, &["d/+/events"], QoS::AtMostOnce);
-        received(&hub);
-        send(
-            &mut router,
-            &device,
-            vec![publish("d/d1/events", "next", false)],
-        );
-        assert_eq!(received(&hub), ["next"]);
-        assert_eq!(received(&late), ["next"]);
-    }
-
-    #[test]
-    fn a_persistent_or_shared_subscriber_keeps_the_log() {
-        let mut router = router();
-        let publisher = connect(&mut router, "pub", true);
-        let clean = connect(&mut router, "clean", true);
-        let persistent = connect(&mut router, "persistent", false);
-        subscribe(&mut router, &clean, &["t/1", "t/2"], QoS::AtMostOnce);
-        subscribe(&mut router, &persistent, &["t/1"], QoS::AtMostOnce);
-        let shared = connect(&mut router, "shared", true);
-        subscribe(&mut router, &shared, &["$share/g/t/2"], QoS::AtMostOnce);
-        send(&mut router, &publisher, vec![publish("t/1", "1", false)]);
-        send(&mut router, &publisher, vec![publish("t/2", "2", false)]);
-        assert_eq!(received(&persistent), ["1"]);
-        assert_eq!(received(&shared), ["2"]);
-        assert!(router.datalog.log_size("t/1") > Some(0));
-        assert!(router.datalog.log_size("t/2") > Some(0));
-    }
-
-    #[test]
-    fn a_clean_sessions_filters_are_dropped_when_it_leaves_or_unsubscribes() {
-        let mut router = router();
-        let hub = connect(&mut router, "hub", true);
-        subscribe(&mut router, &hub, &["d/+/events"], QoS::AtMostOnce);
-        let device = connect(&mut router, "d1", true);
-        subscribe(
-            &mut router,
-            &device,
-            &["d/d1/ack", "d/d1/errors"],
-            QoS::AtMostOnce,
-        );
-        send(
-            &mut router,
-            &device,
-            vec![publish("d/d1/events", "e", false)],
-        );
-        send(&mut router, &hub, vec![publish("d/d1/errors", "r", false)]);
-        send(&mut router, &hub, vec![publish("d/d1/ack", "a", false)]);
-        assert_eq!(received(&device), ["r", "a"]);
-        let wildcard = router
-            .datalog
-            .filter_idx("d/+/events")
-            .expect("hub's filter");
-
-        // Unsubscribing drops that filter only.
-        send(&mut router, &device, vec![unsubscribe("d/d1/ack")]);
-        assert_eq!(router.datalog.filter_idx("d/d1/ack"), None);
-        assert!(router.datalog.cached_filters("d/d1/ack").is_none());
-        assert!(router.datalog.filter_idx("d/d1/errors").is_some());
-
-        // Leaving drops the rest; the hub's wildcard stays, for the device's topics too.
-        disconnect(&mut router, device);
-        assert_eq!(router.datalog.filter_idx("d/d1/errors"), None);
-        assert_eq!(
-            router.datalog.native.len(),
-            1,
-            "only the hub's filter is left"
-        );
-        assert!(router.datalog.cached_filters("d/d1/errors").is_none());
-        assert_eq!(
-            router.datalog.cached_filters("d/d1/events"),
-            Some(&vec![wildcard])
-        );
-        assert!(!router
-            .subscription_map
-            .keys()
-            .any(|f| f.starts_with("d/d1/")));
-
-        // Reports published while nobody listens are not kept; the device back gets new ones.
-        send(
-            &mut router,
-            &hub,
-            vec![publish("d/d1/errors", "lost", false)],
-        );
-        assert_eq!(router.datalog.native.len(), 1);
-        let device = connect(&mut router, "d1", true);
-        subscribe(
-            &mut router,
-            &device,
-            &["d/d1/ack", "d/d1/errors"],
-            QoS::AtMostOnce,
-        );
-        send(&mut router, &hub, vec![publish("d/d1/errors", "r2", false)]);
-        send(
-            &mut router,
-            &device,
-            vec![publish("d/d1/events", "e2", false)],
-        );
-        assert_eq!(received(&device), ["r2"]);
-        assert_eq!(received(&hub), ["e", "e2"]);
-    }
-
-    #[test]
-    fn a_filter_with_two_subscribers_is_kept_until_both_leave() {
-        let mut router = router();
-        let a = connect(&mut router, "a", true);
-        let b = connect(&mut router, "b", true);
-        let c = connect(&mut router, "c", true);
-        subscribe(&mut router, &a, &["t/1"], QoS::AtMostOnce);
-        subscribe(&mut router, &b, &["t/1"], QoS::AtMostOnce);
-        subscribe(&mut router, &c, &["$share/g/t/1"], QoS::AtMostOnce);
-        disconnect(&mut router, a);
-        assert!(router.datalog.filter_idx("t/1").is_some());
-        send(&mut router, &b, vec![unsubscribe("t/1")]);
-        assert!(
-            router.datalog.filter_idx("t/1").is_some(),
-            "the shared one reads it"
-        );
-        send(&mut router, &c, vec![publish("t/1", "1", false)]);
-        assert_eq!(received(&c), ["1"]);
-        send(&mut router, &c, vec![unsubscribe("$share/g/t/1")]);
-        assert_eq!(router.datalog.filter_idx("t/1"), None);
-    }
-
-    #[test]
-    fn a_persistent_session_keeps_its_filters_and_gets_what_came_while_it_was_away() {
-        let mut router = router();
-        let hub = connect(&mut router, "hub", true);
-        let device = connect(&mut router, "p", false);
-        subscribe(&mut router, &device, &["d/p/ack"], QoS::AtLeastOnce);
-        disconnect(&mut router, device);
-        assert!(router.datalog.filter_idx("d/p/ack").is_some());
-
-        for ack in ["a1", "a2", "a3"] {
-            send(&mut router, &hub, vec![publish("d/p/ack", ack, false)]);
-        }
-        let device = connect(&mut router, "p", false);
-        assert_eq!(received(&device), ["a1", "a2", "a3"]);
-
-        // A clean session of the same client discards the saved one, and its filters.
-        disconnect(&mut router, device);
-        let device = connect(&mut router, "p", true);
-        assert_eq!(router.datalog.filter_idx("d/p/ack"), None);
-        disconnect(&mut router, device);
-    }
-
-    #[test]
-    fn retained_messages_outlive_a_dropped_filter() {
-        let mut router = router();
-        let device = connect(&mut router, "d1", true);
-        send(
-            &mut router,
-            &device,
-            vec![publish("d/d1/status", "online", true)],
-        );
-        let reader = connect(&mut router, "r", true);
-        subscribe(&mut router, &reader, &["d/d1/status"], QoS::AtMostOnce);
-        assert_eq!(received(&reader), ["online"]);
-        disconnect(&mut router, reader);
-        assert_eq!(router.datalog.filter_idx("d/d1/status"), None);
-
-        let reader = connect(&mut router, "r", true);
-        subscribe(&mut router, &reader, &["d/+/status"], QoS::AtMostOnce);
-        assert_eq!(received(&reader), ["online"]);
-        disconnect(&mut router, reader);
-        assert_eq!(router.datalog.native.len(), 0);
-    }
-
-    #[test]
-    fn a_reused_slot_never_gets_the_dropped_filters_messages() {
-        let mut router = router();
-        let publisher = connect(&mut router, "pub", true);
-        // An exact filter and a wildcard, both cached for topics, then dropped.
-        let a = connect(&mut router, "a", true);
-        subscribe(&mut router, &a, &["x/a", "y/#"], QoS::AtMostOnce);
-        let old_exact = router.datalog.filter_idx("x/a").expect("x/a");
-        let old_wildcard = router.datalog.filter_idx("y/#").expect("y/#");
-        send(&mut router, &publisher, vec![publish("x/a", "1", false)]);
-        send(&mut router, &publisher, vec![publish("y/1", "2", false)]);
-        assert_eq!(received(&a), ["1", "2"]);
-        disconnect(&mut router, a);
-        assert!(router.datalog.cached_filters("x/a").is_none());
-        assert!(router.datalog.cached_filters("y/1").is_none());
-
-        // New filters take the freed slots.
-        let b = connect(&mut router, "b", true);
-        subscribe(&mut router, &b, &["x/b", "z/1"], QoS::AtMostOnce);
-        let mut reused = [
-            router.datalog.filter_idx("x/b").expect("x/b"),
-            router.datalog.filter_idx("z/1").expect("z/1"),
-        ];
-        reused.sort();
-        let mut old = [old_exact, old_wildcard];
-        old.sort();
-        assert_eq!(reused, old, "the slots are reused");
-
-        send(
-            &mut router,
-            &publisher,
-            vec![publish("x/a", "not for b", false)],
-        );
-        send(
-            &mut router,
-            &publisher,
-            vec![publish("y/1", "not for b", false)],
-        );
-        send(&mut router, &publisher, vec![publish("x/b", "3", false)]);
-        send(&mut router, &publisher, vec![publish("z/1", "4", false)]);
-        assert_eq!(received(&b), ["3", "4"]);
-    }
-
-    #[test]
-    fn unsubscribing_right_after_a_publish_in_one_batch_leaves_no_request_behind() {
-        let mut router = router();
-        let device = connect(&mut router, "d1", true);
-        subscribe(&mut router, &device, &["t/1"], QoS::AtMostOnce);
-        // The publish wakes the device's parked request; the unsubscribe in the same batch
-        // drops the filter before the woken requests are tracked (at the end of the batch).
-        device
-            .incoming
-            .lock()
-            .extend([publish("t/1", "1", false), unsubscribe("t/1")]);
-        router.handle_device_payload(device.id);
-        assert_eq!(router.datalog.filter_idx("t/1"), None);
-        let tracker = router.scheduler.trackers.get(device.id).expect("tracker");
-        assert!(tracker.get_data_requests().is_empty(), "{tracker:?}");
-        settle(&mut router);
-
-        // The slot's next filter is not read by the device.
-        received(&device);
-        let other = connect(&mut router, "o", true);
-        subscribe(&mut router, &other, &["t/2"], QoS::AtMostOnce);
-        send(&mut router, &other, vec![publish("t/2", "2", false)]);
-        assert_eq!(received(&other), ["2"]);
-        assert!(received(&device).is_empty());
-    }
-}

@@ -54,11 +54,6 @@ pub struct CommitLog<T> {
     max_mem_segments: usize,
     /// Total size of active segment, used for enforcing the contraints.
     segments: VecDeque<Segment<T>>,
-    /// ANXIN PATCH: entries preallocated per new segment: one per KiB of `max_segment_size`,
-    /// at most upstream's fixed 1,024. Upstream preallocated 1,024 entries (≈ 240 KB for
-    /// the router's `PublishData`) in every segment, also in a small log that will never
-    /// hold more than a few dozen messages; the `Vec` still grows past this when needed.
-    segment_capacity: usize,
 }
 
 impl<T> CommitLog<T>
@@ -76,9 +71,8 @@ where
             panic!("at least 1 segment needs to exist in memory else what's the point of log");
         }
 
-        let segment_capacity = (max_segment_size / 1024).min(1024);
         let mut segments = VecDeque::with_capacity(max_mem_segments);
-        segments.push_back(Segment::with_offset(0, segment_capacity));
+        segments.push_back(Segment::new());
 
         Ok(Self {
             head: 0,
@@ -86,7 +80,6 @@ where
             max_segment_size,
             max_mem_segments,
             segments,
-            segment_capacity,
         })
     }
 
@@ -164,26 +157,9 @@ where
             // Pushing a new segment into segments and updating the tail automatically changes
             // the active segment to a new empty one.
             self.segments
-                .push_back(Segment::with_offset(absolute_offset, self.segment_capacity));
+                .push_back(Segment::with_offset(absolute_offset));
             self.tail += 1;
         }
-    }
-
-    /// ANXIN PATCH: drop every message, keeping the offsets: the next append gets the
-    /// offset it would have got, and a cursor at the end (`next_offset`) stays valid
-    /// (the active segment keeps its index and starts where it ended). For when every
-    /// reader has read everything (`DataLog::park`). Returns whether anything was held.
-    pub fn clear(&mut self) -> bool {
-        if self.segments.len() == 1 && self.active_segment().len() == 0 {
-            return false;
-        }
-        let capacity = self.segment_capacity;
-        while self.segments.len() > 1 {
-            self.segments.pop_front();
-        }
-        self.head = self.tail;
-        self.active_segment_mut().clear(capacity);
-        true
     }
 
     #[inline]
@@ -306,20 +282,6 @@ mod tests {
         let expected = Bytes::from(vec![expected_id as u8; expected_size as usize]);
         // dbg!(expected_id, &expected);
         assert_eq!(out.0, expected);
-    }
-
-    /// ANXIN PATCH: a small log does not preallocate upstream's 1,024 entries per segment.
-    #[test]
-    fn segments_preallocate_one_entry_per_kib() {
-        let mut small: CommitLog<Bytes> = CommitLog::new(16 * 1024, 2).unwrap();
-        assert_eq!(small.active_segment().data.capacity(), 16);
-        for i in 0..40 {
-            small.append(random_payload(i, 1024));
-        }
-        assert_eq!(small.tail, 2, "it rolled over");
-        assert_eq!(small.active_segment().data.capacity(), 16);
-        let large: CommitLog<Bytes> = CommitLog::new(16 * 1024 * 1024, 4).unwrap();
-        assert_eq!(large.active_segment().data.capacity(), 1024);
     }
 
     #[test]

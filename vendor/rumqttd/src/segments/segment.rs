@@ -27,11 +27,9 @@ impl<T> Segment<T>
 where
     T: Storage + Clone,
 {
-    /// ANXIN PATCH: `capacity` entries preallocated (upstream: always 1,024; see
-    /// `CommitLog::segment_capacity`).
-    pub(crate) fn with_offset(absolute_offset: u64, capacity: usize) -> Self {
+    pub(crate) fn with_offset(absolute_offset: u64) -> Self {
         Self {
-            data: Vec::with_capacity(capacity),
+            data: Vec::with_capacity(1024),
             absolute_offset,
             total_size: 0,
         }
@@ -108,15 +106,6 @@ where
     #[inline]
     pub(crate) fn size(&self) -> u64 {
         self.total_size
-    }
-
-    /// ANXIN PATCH: drop the data, the segment now starting at its old `next_offset`; a
-    /// `Vec` grown past `capacity` by a burst is given back.
-    pub(crate) fn clear(&mut self, capacity: usize) {
-        self.absolute_offset = self.next_offset();
-        self.data.clear();
-        self.data.shrink_to(capacity);
-        self.total_size = 0;
     }
 
     #[inline]
